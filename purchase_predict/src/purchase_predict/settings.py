@@ -1,0 +1,16 @@
+"""Kedro project settings."""
+
+from kedro.config import OmegaConfigLoader
+
+from purchase_predict.hooks import MlflowHooks
+from purchase_predict.project_config import project_setting
+
+HOOKS = (MlflowHooks(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # ${project:model_name} reads the repository-wide names from the root pyproject.
+    "custom_resolvers": {"project": project_setting},
+}
