@@ -2,10 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from purchase_predict.hooks import MlflowHooks
 from purchase_predict.project_config import project_setting
 
-HOOKS = (MlflowHooks(),)
+# No project hooks: the training pipeline's logging node opens and closes its own MLflow run.
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -1,0 +1,235 @@
+"""Node tests: hand-made events executed on a real DuckDB backend through Ibis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from purchase_predict.pipelines.data_processing.nodes import (
+    PRIMARY_COLUMNS,
+    EventValidationError,
+    build_primary_table,
+    validate_events,
+)
+
+PRIMARY_SCHEMA = ibis.schema(
+    {
+        "product_id": "int64",
+        "brand": "string",
+        "price": "float64",
+        "user_id": "int64",
+        "user_session": "string",
+        "purchased": "int64",
+        "num_views_session": "int64",
+        "num_views_product": "int64",
+        "category": "string",
+        "sub_category": "string",
+        "hour": "int64",
+        "minute": "int64",
+        "weekday": "int64",
+        "duration": "float64",
+        "num_prev_sessions": "int64",
+        "num_prev_product_views": "int64",
+    }
+)
+
+
+@pytest.fixture
+def con() -> ibis.BaseBackend:
+    return ibis.duckdb.connect()
+
+
+@pytest.fixture
+def compiled_queries() -> Iterator[list[str]]:
+    """Every SQL query Ibis compiles (one per execution) while the test runs."""
+    queries: list[str] = []
+    previous = (ibis.options.verbose, ibis.options.verbose_log)
+    ibis.options.verbose, ibis.options.verbose_log = True, queries.append
+    yield queries
+    ibis.options.verbose, ibis.options.verbose_log = previous
+
+
+def _event_time_as(events: pa.Table, form: str) -> pa.Table:
+    """The same events with ``event_time`` in another physical form."""
+    bare = pc.replace_substring(events["event_time"], " UTC", "")
+    naive = bare.cast(pa.timestamp("s"))
+    converted = {
+        "rees46 string": events["event_time"],
+        "string without zone": bare,
+        "naive timestamp": naive,
+        "UTC timestamp": pc.assume_timezone(naive, "UTC"),
+        # Same instants seen from Moscow: features must still use UTC wall-clock time.
+        "Moscow timestamp": pc.assume_timezone(naive, "UTC").cast(
+            pa.timestamp("s", tz="Europe/Moscow")
+        ),
+    }[form]
+    return events.set_column(0, "event_time", converted)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "rees46 string",
+        "string without zone",
+        "naive timestamp",
+        "UTC timestamp",
+        "Moscow timestamp",
+    ],
+)
+def test_primary_table_matches_hand_computed_rows(
+    con: ibis.BaseBackend,
+    handmade_events: pa.Table,
+    expected_primary_rows: list[dict[str, Any]],
+    form: str,
+) -> None:
+    events = ibis.memtable(_event_time_as(handmade_events, form))
+
+    primary = build_primary_table(events)
+
+    assert primary.schema() == PRIMARY_SCHEMA
+    assert tuple(primary.columns) == PRIMARY_COLUMNS
+    assert con.to_pyarrow(primary).to_pylist() == expected_primary_rows
+
+
+def test_primary_table_is_lazy_and_never_executes(
+    handmade_events: pa.Table, compiled_queries: list[str]
+) -> None:
+    events = ibis.memtable(handmade_events)
+
+    primary = build_primary_table(events)
+
+    assert isinstance(primary, ir.Table)
+    assert compiled_queries == []
+
+
+def test_duplicates_change_nothing(
+    con: ibis.BaseBackend, handmade_rows: list[tuple], make_events: Callable, expected_primary_rows
+) -> None:
+    tripled = make_events(handmade_rows * 3)
+
+    primary = build_primary_table(ibis.memtable(tripled))
+
+    assert con.to_pyarrow(primary).to_pylist() == expected_primary_rows
+
+
+def test_events_without_any_cart_give_an_empty_primary_table(
+    con: ibis.BaseBackend, handmade_rows: list[tuple], make_events: Callable
+) -> None:
+    no_carts = make_events([row for row in handmade_rows if row[1] != "cart"])
+
+    primary = build_primary_table(ibis.memtable(no_carts))
+
+    assert con.to_pyarrow(primary).num_rows == 0
+
+
+def test_validate_passes_good_events_through_with_one_query(
+    handmade_events: pa.Table, compiled_queries: list[str]
+) -> None:
+    events = ibis.memtable(handmade_events)
+    compiled_queries.clear()
+
+    assert validate_events(events) is events
+    assert len(compiled_queries) == 1
+    assert compiled_queries[0].lstrip().upper().startswith("SELECT")
+
+
+def _validation_error(events: pa.Table) -> EventValidationError:
+    with pytest.raises(EventValidationError) as caught:
+        validate_events(ibis.memtable(events))
+    assert isinstance(caught.value, ValueError)
+    assert "\n" not in str(caught.value)
+    return caught.value
+
+
+def test_unparseable_event_time_is_counted_with_an_example(
+    handmade_rows: list[tuple], make_events: Callable
+) -> None:
+    handmade_rows[3] = ("yesterday", *handmade_rows[3][1:])
+    handmade_rows[5] = ("2019-13-45 00:00:00 UTC", *handmade_rows[5][1:])
+
+    error = _validation_error(make_events(handmade_rows))
+
+    assert error.failures == [
+        (
+            "event_time",
+            "parseable timestamp",
+            "2 row(s) not parseable as 'YYYY-MM-DD HH:MM:SS[ UTC]' "
+            "(e.g. '2019-13-45 00:00:00 UTC')",
+        )
+    ]
+    assert str(error).startswith("raw events fail validation: event_time [parseable timestamp]")
+
+
+def test_negative_price_is_refused(handmade_rows: list[tuple], make_events: Callable) -> None:
+    handmade_rows[0] = (*handmade_rows[0][:6], -5.0, *handmade_rows[0][7:])
+
+    error = _validation_error(make_events(handmade_rows))
+
+    assert error.failures == [
+        ("price", "non-negative", "1 row(s) negative or missing (lowest -5.0)")
+    ]
+    assert "price [non-negative]" in str(error)
+
+
+def test_unknown_event_type_is_refused(handmade_rows: list[tuple], make_events: Callable) -> None:
+    handmade_rows[1] = (handmade_rows[1][0], "remove_from_cart", *handmade_rows[1][2:])
+
+    error = _validation_error(make_events(handmade_rows))
+
+    assert error.failures == [
+        (
+            "event_type",
+            "one of view|cart|purchase",
+            "1 row(s) with another value (e.g. 'remove_from_cart')",
+        )
+    ]
+
+
+def test_zero_rows_are_refused(make_events: Callable) -> None:
+    error = _validation_error(make_events([]))
+
+    assert error.failures == [("events", "not empty", "zero rows")]
+    assert str(error) == "raw events fail validation: events [not empty]: zero rows"
+
+
+def test_events_without_any_purchase_are_refused(
+    handmade_rows: list[tuple], make_events: Callable
+) -> None:
+    no_purchase = make_events([row for row in handmade_rows if row[1] != "purchase"])
+
+    error = _validation_error(no_purchase)
+
+    assert error.failures == [
+        ("event_type", "at least one purchase", "no 'purchase' event at all: no label")
+    ]
+
+
+def test_every_broken_rule_is_reported_at_once(
+    handmade_rows: list[tuple], make_events: Callable
+) -> None:
+    handmade_rows[0] = ("soon", "click", *handmade_rows[0][2:6], -1.0, *handmade_rows[0][7:])
+
+    error = _validation_error(make_events(handmade_rows))
+
+    assert [(column, rule) for column, rule, _ in error.failures] == [
+        ("event_time", "parseable timestamp"),
+        ("price", "non-negative"),
+        ("event_type", "one of view|cart|purchase"),
+    ]
+
+
+def test_wrong_column_types_are_refused_before_any_scan(
+    handmade_events: pa.Table, compiled_queries: list[str]
+) -> None:
+    as_text = handmade_events.set_column(6, "price", handmade_events["price"].cast(pa.string()))
+
+    error = _validation_error(as_text)
+
+    assert error.failures == [("price", "type number", "column is string")]
+    assert compiled_queries == []

@@ -1,0 +1,118 @@
+"""RawEventsDataset: real files in tmp_path, read by a real DuckDB connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+from kedro.io import DatasetError
+
+from purchase_predict.datagen import RAW_EVENT_COLUMNS, generate_events
+from purchase_predict.datasets import RawEventsDataset, RawEventsError
+from purchase_predict.pipelines.data_processing.nodes import EventValidationError, validate_events
+
+
+def _load_error(path: Path, connection: dict[str, Any], file_format: str = "parquet") -> str:
+    dataset = RawEventsDataset(filepath=str(path), file_format=file_format, connection=connection)
+    with pytest.raises(RawEventsError) as caught:
+        dataset.load()
+    assert isinstance(caught.value, DatasetError)  # Kedro reports it like any dataset error
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_file_is_named(tmp_path: Path, duckdb_connection: dict[str, Any]) -> None:
+    path = tmp_path / "01_raw" / "events.parquet"
+
+    message = _load_error(path, duckdb_connection)
+
+    assert message.startswith(f"raw events file {path} does not exist;")
+    assert f"purchase-predict-generate --out {path}" in message
+
+
+def test_empty_file_is_named(tmp_path: Path, duckdb_connection: dict[str, Any]) -> None:
+    path = tmp_path / "events.parquet"
+    path.touch()
+
+    assert _load_error(path, duckdb_connection) == f"raw events file {path} is empty (0 bytes)"
+
+
+def test_missing_columns_are_named(
+    tmp_path: Path,
+    duckdb_connection: dict[str, Any],
+    handmade_events: pa.Table,
+    write_parquet: Callable,
+) -> None:
+    path = write_parquet(handmade_events.drop_columns(["brand", "price"]), tmp_path / "e.parquet")
+
+    message = _load_error(path, duckdb_connection)
+
+    assert message.startswith(f"raw events file {path} lacks column(s) brand, price;")
+
+
+def test_unreadable_file_is_named(tmp_path: Path, duckdb_connection: dict[str, Any]) -> None:
+    path = tmp_path / "events.parquet"
+    path.write_text("event_time,event_type\nnot,parquet\n")
+
+    message = _load_error(path, duckdb_connection)
+
+    assert message.startswith(f"raw events file {path} cannot be read as parquet: ")
+
+
+def test_load_returns_exactly_the_raw_columns_lazily(
+    tmp_path: Path,
+    duckdb_connection: dict[str, Any],
+    handmade_events: pa.Table,
+    write_parquet: Callable,
+) -> None:
+    extra = handmade_events.append_column("user_agent", pa.array(["x"] * len(handmade_events)))
+    path = write_parquet(extra, tmp_path / "events.parquet")
+
+    events = RawEventsDataset(filepath=str(path), connection=duckdb_connection).load()
+
+    assert tuple(events.columns) == RAW_EVENT_COLUMNS
+    assert events.count().execute() == len(handmade_events)
+
+
+def test_csv_from_the_generator_loads(tmp_path: Path, duckdb_connection: dict[str, Any]) -> None:
+    path = generate_events(tmp_path / "events.csv", sessions=50, seed=3).path
+
+    events = RawEventsDataset(
+        filepath=str(path), file_format="csv", connection=duckdb_connection
+    ).load()
+
+    assert tuple(events.columns) == RAW_EVENT_COLUMNS
+    assert events.count().execute() == pacsv.read_csv(path).num_rows
+
+
+def test_loading_creates_the_duckdb_spill_directory(
+    tmp_path: Path, handmade_events: pa.Table, write_parquet: Callable
+) -> None:
+    spill = tmp_path / "data" / "02_intermediate" / "duckdb_spill"
+    path = write_parquet(handmade_events, tmp_path / "events.parquet")
+    connection = {"backend": "duckdb", "temp_directory": str(spill)}
+
+    RawEventsDataset(filepath=str(path), connection=connection).load()
+
+    assert spill.is_dir()
+
+
+def test_header_only_csv_loads_with_contract_types(
+    tmp_path: Path, duckdb_connection: dict[str, Any]
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(",".join(RAW_EVENT_COLUMNS) + "\n")
+
+    events = RawEventsDataset(
+        filepath=str(path), file_format="csv", connection=duckdb_connection
+    ).load()
+
+    assert events.schema()["price"].is_floating()
+    assert events.schema()["user_id"].is_integer()
+    with pytest.raises(EventValidationError, match=r"events \[not empty\]: zero rows"):
+        validate_events(events)
