@@ -1,0 +1,88 @@
+"""Training pipeline: split, search, fit, evaluate, plot, then log and register in MLflow."""
+
+from kedro.pipeline import Node, Pipeline
+
+from purchase_predict.pipelines.training.nodes import (
+    data_fingerprint,
+    evaluate_model,
+    log_training_run,
+    plot_model_reports,
+    search_hyperparameters,
+    split_train_test,
+    train_model,
+)
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    """Nodes of the training pipeline; the logging node runs last and registers the model."""
+    return Pipeline(
+        [
+            Node(
+                data_fingerprint,
+                inputs="primary@pandas",
+                outputs="data_fingerprint",
+                name="fingerprint_primary",
+            ),
+            Node(
+                split_train_test,
+                inputs=["primary@pandas", "params:test_ratio", "params:seed"],
+                outputs=["train_set", "test_set"],
+                name="split_train_test",
+            ),
+            Node(
+                search_hyperparameters,
+                inputs={
+                    "train_set": "train_set",
+                    "search_space": "params:search_space",
+                    "model_fixed_params": "params:model_fixed_params",
+                    "automl_max_evals": "params:automl_max_evals",
+                    "cv_folds": "params:cv_folds",
+                    "seed": "params:seed",
+                },
+                outputs=["best_hyperparameters", "decision_threshold"],
+                name="search_hyperparameters",
+            ),
+            Node(
+                train_model,
+                inputs=[
+                    "train_set",
+                    "best_hyperparameters",
+                    "params:model_fixed_params",
+                    "params:seed",
+                ],
+                outputs="purchase_model",
+                name="train_model",
+            ),
+            Node(
+                evaluate_model,
+                inputs=["purchase_model", "test_set", "decision_threshold"],
+                outputs="training_metrics",
+                name="evaluate_model",
+            ),
+            Node(
+                plot_model_reports,
+                inputs=["purchase_model", "test_set", "decision_threshold"],
+                outputs="training_plots",
+                name="plot_model_reports",
+            ),
+            Node(
+                log_training_run,
+                inputs={
+                    "model": "purchase_model",
+                    "train_set": "train_set",
+                    "test_set": "test_set",
+                    "best_hyperparameters": "best_hyperparameters",
+                    "decision_threshold": "decision_threshold",
+                    "metrics": "training_metrics",
+                    "plots": "training_plots",
+                    "data_fingerprint": "data_fingerprint",
+                    "automl_max_evals": "params:automl_max_evals",
+                    "test_ratio": "params:test_ratio",
+                    "seed": "params:seed",
+                    "mlflow_settings": "params:mlflow_logging",
+                },
+                outputs="training_run",
+                name="log_training_run",
+            ),
+        ]
+    )
