@@ -1,0 +1,195 @@
+"""The repository's single source of truth for names: ``[tool.purchase-predict]`` in pyproject.
+
+Standard library only: ``branch_env.py`` imports this module under a bare ``python3`` before
+anything is installed. ``PURCHASE_PREDICT_CONFIG`` may point at another pyproject.toml (tests,
+callers from other repositories); otherwise the root pyproject next to ``scripts/`` is read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG_ENV_VAR = "PURCHASE_PREDICT_CONFIG"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The embedded MLflow store of the model contract, used when MLFLOW_TRACKING_URI is unset.
+DEFAULT_MLFLOW_DB = REPO_ROOT / "purchase_predict" / "mlruns" / "mlflow.db"
+
+_TABLE = "purchase-predict"
+_ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# Values end up in $GITHUB_OUTPUT lines and shell variables: keep them to one safe token.
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+
+
+class ConfigError(ValueError):
+    """The configuration is missing, malformed, or does not know a requested name."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One deployment environment: where its code comes from and where its model is served."""
+
+    name: str
+    branch: str
+    alias: str
+    service: str
+    region: str
+    artifact_repository: str
+    min_instances: int
+    max_instances: int
+    memory: str
+    cpu: str
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """The ``[tool.purchase-predict]`` table, validated."""
+
+    path: Path
+    model_name: str
+    experiment_name: str
+    image_name: str
+    fallback_environment: str
+    gate_f1_tolerance: float
+    environments: dict[str, Environment]
+
+    def environment(self, name: str) -> Environment:
+        """The environment called ``name``; an unknown name is an error."""
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigError(
+                f"unknown environment {name!r} (known: {known}) in {self.path}"
+            ) from None
+
+    def environment_for_branch(self, branch: str) -> Environment | None:
+        """The environment deployed from ``branch``, or None for an unmapped branch."""
+        return next((env for env in self.environments.values() if env.branch == branch), None)
+
+    def environment_for_alias(self, alias: str) -> Environment | None:
+        """The environment whose MLflow alias is ``alias``, or None."""
+        return next((env for env in self.environments.values() if env.alias == alias), None)
+
+
+def config_path() -> Path:
+    """The pyproject to read: ``$PURCHASE_PREDICT_CONFIG`` or the repository root's."""
+    override = os.environ.get(CONFIG_ENV_VAR)
+    return Path(override) if override else REPO_ROOT / "pyproject.toml"
+
+
+def load_config(path: Path | None = None) -> ProjectConfig:
+    """Read and validate ``[tool.purchase-predict]``; any problem is a one-line ConfigError."""
+    path = path or config_path()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    table = document.get("tool", {}).get(_TABLE)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} has no [tool.{_TABLE}] table")
+    where = f"{path} [tool.{_TABLE}]"
+
+    raw_environments = table.get("environments")
+    if not isinstance(raw_environments, dict) or not raw_environments:
+        raise ConfigError(f"{where} has no [tool.{_TABLE}.environments.<name>] tables")
+    environments = {
+        name: _environment(name, raw, f"{path} [tool.{_TABLE}.environments.{name}]")
+        for name, raw in raw_environments.items()
+    }
+    for field in ("branch", "alias", "service"):
+        _require_unique(environments, field, where)
+
+    config = ProjectConfig(
+        path=path,
+        model_name=_string(table, "model_name", where),
+        experiment_name=_string(table, "experiment_name", where),
+        image_name=_string(table, "image_name", where),
+        fallback_environment=_string(table, "fallback_environment", where),
+        gate_f1_tolerance=_tolerance(table, where),
+        environments=environments,
+    )
+    if config.fallback_environment not in environments:
+        raise ConfigError(
+            f"{where} fallback_environment {config.fallback_environment!r} is not one of "
+            f"the environments ({', '.join(sorted(environments))})"
+        )
+    return config
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the contract's embedded SQLite store (absolute path)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_MLFLOW_DB}"
+
+
+def _environment(name: str, raw: Any, where: str) -> Environment:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    if not _ENV_NAME.match(name):
+        raise ConfigError(f"{where}: environment names use letters, digits, '-' and '_'")
+    min_instances = _integer(raw, "min_instances", where, minimum=0)
+    max_instances = _integer(raw, "max_instances", where, minimum=1)
+    if min_instances > max_instances:
+        raise ConfigError(f"{where}: min_instances {min_instances} > max_instances {max_instances}")
+    return Environment(
+        name=name,
+        branch=_string(raw, "branch", where),
+        alias=_string(raw, "alias", where),
+        service=_string(raw, "service", where),
+        region=_string(raw, "region", where),
+        artifact_repository=_string(raw, "artifact_repository", where),
+        min_instances=min_instances,
+        max_instances=max_instances,
+        memory=_string(raw, "memory", where),
+        cpu=_string(raw, "cpu", where, allow_number=True),
+        concurrency=_integer(raw, "concurrency", where, minimum=1),
+    )
+
+
+def _string(raw: dict[str, Any], key: str, where: str, *, allow_number: bool = False) -> str:
+    value = raw.get(key)
+    if allow_number and isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}")
+    if not _SAFE_VALUE.match(value):
+        raise ConfigError(f"{where}: {key} {value!r} has characters outside [A-Za-z0-9._/:@-]")
+    return value
+
+
+def _integer(raw: dict[str, Any], key: str, where: str, *, minimum: int) -> int:
+    value = raw.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _tolerance(raw: dict[str, Any], where: str) -> float:
+    value = raw.get("gate_f1_tolerance")
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not 0 <= value <= 1
+    ):
+        raise ConfigError(f"{where}: gate_f1_tolerance must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _require_unique(environments: dict[str, Environment], field: str, where: str) -> None:
+    seen: dict[str, str] = {}
+    for env in environments.values():
+        value = getattr(env, field)
+        if value in seen:
+            raise ConfigError(
+                f"{where}: environments {seen[value]!r} and {env.name!r} share {field} {value!r}"
+            )
+        seen[value] = env.name
