@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import nox
@@ -25,6 +26,10 @@ TRAINING_RUN = TRAINING_DIR / "data" / "08_reporting" / "training_run.json"
 PYTHON = "3.11"
 
 
+def _paths(*patterns: str) -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for pattern in patterns for p in ROOT.glob(pattern))
+
+
 def _install_group(session: nox.Session, *groups: str) -> None:
     for group in groups:
         session.install(*nox.project.dependency_groups(ROOT_PYPROJECT, group))
@@ -36,8 +41,6 @@ def _install_training(session: nox.Session) -> None:
 
 def _git(*args: str) -> str:
     """One git value for lineage tags, or "" outside a checkout."""
-    import subprocess
-
     try:
         return subprocess.run(
             ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
@@ -61,6 +64,13 @@ def lint(session: nox.Session) -> None:
     _install_group(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # Workflows and composite actions: actionlint runs shellcheck on every `run:` block of the
+    # workflows; the actions' scripts and the act test fixtures are checked explicitly.
+    session.run("actionlint")
+    session.run("actionlint", *_paths("tests/workflows/fixtures/*.yml"))
+    session.run("shellcheck", *_paths("actions/*/*.sh", ".ci/run"))
+    session.run("zizmor", "--offline", ".")
+    session.run("zizmor", "--offline", "--pedantic", ".")
 
 
 @nox.session(python=PYTHON)
@@ -70,11 +80,19 @@ def tests(session: nox.Session, suite: str) -> None:
     _install_group(session, "test")
     if suite == "training":
         _install_training(session)
-        paths = ["purchase_predict/tests", "tests"]
+        paths = ["purchase_predict/tests", "tests", "-m", "not e2e"]
     else:
         session.install("-e", f"{API_DIR}[test]")
         paths = ["purchase_predict_api/tests"]
     session.run("pytest", *paths, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """Offline end-to-end suite: real docker, registry, Cloud Run stand-in, gcloud and act."""
+    _install_group(session, "test")
+    _install_training(session)
+    session.run("pytest", "tests/e2e", "-m", "e2e", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The three steps of actions/cloud-run-deploy: deploy (no traffic, tagged), smoke, traffic.
+# Inputs arrive as environment variables (see action.yml); results go to $GITHUB_OUTPUT.
+set -euo pipefail
+
+fail() {
+  echo "::error title=cloud-run-deploy::$1"
+  exit 1
+}
+
+output() {
+  echo "$1=$2" >> "${GITHUB_OUTPUT}"
+}
+
+# gcloud with the optional project and never a prompt.
+run_gcloud() {
+  local project=()
+  if [[ -n "${PROJECT_ID:-}" ]]; then
+    project=(--project "${PROJECT_ID}")
+  fi
+  gcloud --quiet "${project[@]}" "$@"
+}
+
+# Prints "url|tag url|revision|previous traffic" for a service description on stdin.
+describe_fields() {
+  python3 -c '
+import json, sys
+tag = sys.argv[1]
+status = json.load(sys.stdin).get("status", {})
+traffic = status.get("traffic") or []
+tagged = next((t for t in traffic if t.get("tag") == tag), {})
+serving = ",".join("%s=%s" % (t.get("revisionName") or "latest", t["percent"]) for t in traffic if t.get("percent"))
+print(status.get("url", ""), tagged.get("url", ""), tagged.get("revisionName", ""), serving or "-", sep="|")
+' "$1"
+}
+
+deploy() {
+  [[ -n "${SERVICE}" && -n "${REGION}" ]] || fail "service and region are required"
+  [[ "${IMAGE}" == *@sha256:* ]] || echo "::warning title=cloud-run-deploy::image ${IMAGE} is not pinned by digest"
+  local tag="${TAG}"
+  if [[ -z "${tag}" ]]; then
+    [[ "${GIT_SHA}" =~ ^[0-9a-f]{40}$ ]] || fail "git-sha must be a full 40-character commit SHA, got '${GIT_SHA}'"
+    tag="sha-${GIT_SHA:0:7}"
+  fi
+  [[ "${tag}" =~ ^[a-z][a-z0-9-]{0,45}$ && "${tag}" != *- ]] \
+    || fail "tag '${tag}' must be lowercase letters, digits and dashes, start with a letter, end with a letter or digit"
+  [[ "${TRAFFIC}" == tag || "${TRAFFIC}" == latest ]] || fail "traffic must be tag or latest, got '${TRAFFIC}'"
+
+  local described errors is_first=false previous="-"
+  errors="$(mktemp)"
+  if described="$(run_gcloud run services describe "${SERVICE}" --region "${REGION}" --format json 2> "${errors}")"; then
+    IFS="|" read -r _ _ _ previous < <(describe_fields "${tag}" <<< "${described}")
+  elif grep -q "Cannot find service" "${errors}"; then
+    # Cloud Run refuses --no-traffic for a new service: its first revision takes all traffic.
+    is_first=true
+  else
+    cat "${errors}" >&2
+    fail "cannot read service ${SERVICE} in ${REGION}: $(tail -n 1 "${errors}")"
+  fi
+
+  local args=(run deploy "${SERVICE}" --image "${IMAGE}" --region "${REGION}" --tag "${tag}")
+  if [[ "${is_first}" == false ]]; then
+    args+=(--no-traffic)
+  fi
+  local flag value
+  for flag in min-instances max-instances memory cpu concurrency; do
+    value="$(printenv "$(tr 'a-z-' 'A-Z_' <<< "${flag}")" || true)"
+    if [[ -n "${value}" ]]; then
+      args+=("--${flag}" "${value}")
+    fi
+  done
+  local container_env=()
+  while IFS= read -r line; do
+    if [[ -n "${line// /}" ]]; then container_env+=("${line}"); fi
+  done <<< "${ENV_VARS}"
+  if ((${#container_env[@]})); then
+    # gcloud's alternate-delimiter syntax (^|^) lets values contain commas.
+    args+=(--set-env-vars "^|^$(IFS='|'; echo "${container_env[*]}")")
+  fi
+  if [[ -n "${CUSTOM_AUDIENCE}" ]]; then
+    args+=(--set-custom-audiences "${CUSTOM_AUDIENCE}")
+  fi
+  local words
+  while IFS= read -r line; do
+    read -ra words <<< "${line}"
+    args+=("${words[@]}")
+  done <<< "${FLAGS}"
+
+  echo "deploying ${IMAGE} to ${SERVICE} (${REGION}) as tag ${tag} (first deploy: ${is_first})"
+  run_gcloud "${args[@]}"
+
+  local service_url new_tag_url new_revision
+  described="$(run_gcloud run services describe "${SERVICE}" --region "${REGION}" --format json)"
+  IFS="|" read -r service_url new_tag_url new_revision _ < <(describe_fields "${tag}" <<< "${described}")
+  [[ -n "${new_tag_url}" && -n "${new_revision}" ]] \
+    || fail "deployed, but service ${SERVICE} has no traffic entry for tag ${tag}"
+  output url "${service_url}"
+  output tag-url "${new_tag_url}"
+  output revision "${new_revision}"
+  output tag "${tag}"
+  output first-deploy "${is_first}"
+  output previous-traffic "${previous}"
+  echo "revision ${new_revision} is at ${new_tag_url}; traffic before: ${previous}"
+}
+
+# Explains a failed smoke test in the log, the outputs and the job summary, then fails.
+smoke_failed() {
+  local reason="$1" where
+  if [[ "${FIRST_DEPLOY}" == true ]]; then
+    where="first deploy: no earlier revision to keep serving"
+  else
+    where="traffic stays on ${PREVIOUS_TRAFFIC}"
+  fi
+  output result "${reason}"
+  {
+    echo "### Smoke test failed: revision \`${REVISION}\`"
+    echo
+    echo "${reason}. ${where}; the revision keeps its tag URL ${TAG_URL} for inspection."
+  } >> "${GITHUB_STEP_SUMMARY:-/dev/null}"
+  fail "smoke test of ${REVISION} failed: ${reason} (${where})"
+}
+
+smoke() {
+  [[ -f "${SMOKE_REQUEST}" ]] || fail "smoke request ${SMOKE_REQUEST} does not exist"
+  [[ "${SMOKE_TIMEOUT}" =~ ^[0-9]+$ ]] || fail "smoke-timeout must be a number of seconds, got '${SMOKE_TIMEOUT}'"
+  local token="${IDENTITY_TOKEN}"
+  if [[ -z "${token}" && -n "${IDENTITY_TOKEN_COMMAND}" ]]; then
+    token="$(AUDIENCE="${CUSTOM_AUDIENCE:-${SERVICE_URL}}" bash -c "${IDENTITY_TOKEN_COMMAND}")" \
+      || fail "identity-token-command failed"
+  fi
+  local curl_args=(--silent --show-error --max-time 30)
+  if [[ -n "${token}" ]]; then
+    echo "::add-mask::${token}"
+    curl_args+=(--header "Authorization: Bearer ${token}")
+  fi
+  # Reach the service the way gcloud reaches Google: through its proxy, if it has one.
+  if [[ "${CLOUDSDK_PROXY_TYPE:-}" == http && -n "${CLOUDSDK_PROXY_ADDRESS:-}" ]]; then
+    curl_args+=(--proxy "http://${CLOUDSDK_PROXY_ADDRESS}:${CLOUDSDK_PROXY_PORT:-80}")
+  fi
+
+  local body status deadline=$((SECONDS + SMOKE_TIMEOUT))
+  body="$(mktemp)"
+  while :; do
+    status="$(curl "${curl_args[@]}" --output "${body}" --write-out '%{http_code}' "${TAG_URL}/ready" || true)"
+    [[ "${status}" == 200 ]] && break
+    if ((SECONDS >= deadline)); then
+      smoke_failed "GET /ready answered ${status:-nothing} for ${SMOKE_TIMEOUT}s (last body: $(head -c 300 "${body}"))"
+    fi
+    sleep 3
+  done
+  echo "GET ${TAG_URL}/ready -> 200"
+
+  status="$(curl "${curl_args[@]}" --output "${body}" --write-out '%{http_code}' \
+    --header 'Content-Type: application/json' --data-binary "@${SMOKE_REQUEST}" "${TAG_URL}/predict" || true)"
+  if [[ "${status}" != 200 ]]; then
+    smoke_failed "POST /predict answered ${status:-nothing} (body: $(head -c 300 "${body}"))"
+  fi
+  python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "${body}" 2> /dev/null \
+    || smoke_failed "POST /predict answered 200 but not JSON (body: $(head -c 300 "${body}"))"
+  echo "POST ${TAG_URL}/predict -> 200: $(head -c 300 "${body}")"
+  output result passed
+}
+
+traffic() {
+  if [[ "${TRAFFIC}" == latest ]]; then
+    run_gcloud run services update-traffic "${SERVICE}" --region "${REGION}" --to-latest
+  else
+    run_gcloud run services update-traffic "${SERVICE}" --region "${REGION}" --to-tags "${TAG}=100"
+  fi
+  echo "all traffic of ${SERVICE} now goes to ${REVISION}"
+}
+
+case "${1:-}" in
+  deploy | smoke | traffic) "$1" ;;
+  *) fail "usage: deploy.sh deploy|smoke|traffic" ;;
+esac

@@ -1,0 +1,247 @@
+"""Run this repository's GitHub Actions workflows locally with act, offline.
+
+``prepare_repo`` copies the workflows, actions, scripts and configuration into a throwaway git
+repository; ``run_act`` runs one workflow there on the host (``-P ubuntu-latest=-self-hosted``)
+with every remote action replaced by its local stand-in under ``stand-ins/<owner>/<repo>``
+(``--local-repository``) and returns act's JSON log, parsed.
+
+Two mechanical rewrites adapt the copy to act 0.2.x, which predates both GitHub features:
+``uses: $/path`` (self-repository reference) becomes ``uses: ./path`` (the same commit, since the
+workspace is that commit), and ``cache-mode:`` lines are dropped (act's schema rejects them).
+Nothing else changes. The end-to-end suite can reuse these helpers with real stand-in servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+STAND_INS = Path(__file__).resolve().parent / "stand-ins"
+# The repository slug act derives from the copy's origin remote.
+REPOSITORY = "example/purchase-predict"
+# Remote `uses:` pinned to a full commit SHA, with the version comment the style asks for.
+PINNED_USES = re.compile(
+    r"^\s*(?:-\s+)?uses:\s*(?P<action>[\w.-]+/[\w.-]+)(?P<subpath>/[^@\s]*)?@(?P<ref>\S+)(?:\s+#\s*(?P<comment>.*))?$"
+)
+SELF_REPOSITORY_USES = re.compile(r"^(\s*(?:-\s+)?uses:\s*)\$/", re.MULTILINE)
+CACHE_MODE_LINE = re.compile(r"^\s*cache-mode:.*\n", re.MULTILINE)
+ACT_TIMEOUT_S = 120
+
+
+def workflow_files(root: Path = ROOT) -> list[Path]:
+    """Workflows and composite action metadata of the repository."""
+    return sorted((root / ".github" / "workflows").glob("*.yml")) + sorted(
+        (root / "actions").glob("*/action.yml")
+    )
+
+
+def remote_actions(root: Path = ROOT) -> dict[str, str]:
+    """Every remote ``owner/repo@ref`` used, mapped to its version comment ("" when missing)."""
+    found: dict[str, str] = {}
+    for path in workflow_files(root):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if (match := PINNED_USES.match(line)) and not match["action"].startswith("."):
+                found[f"{match['action']}@{match['ref']}"] = (match["comment"] or "").strip()
+    return found
+
+
+def act_compatible(text: str) -> str:
+    """The two rewrites act needs (see the module docstring)."""
+    return CACHE_MODE_LINE.sub("", SELF_REPOSITORY_USES.sub(r"\1./", text))
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "act",
+        "GIT_AUTHOR_EMAIL": "act@example.invalid",
+        "GIT_COMMITTER_NAME": "act",
+        "GIT_COMMITTER_EMAIL": "act@example.invalid",
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def prepare_repo(
+    dest: Path, root: Path = ROOT, extra_workflows: tuple[Path, ...] = ()
+) -> dict[str, str]:
+    """A git repository at ``dest`` holding the pipeline, with two commits on master.
+
+    Branch ``staging`` points at the first commit, ``master`` at the second, so a test can tell
+    a triggering run's ``head_sha`` from ``GITHUB_SHA``. ``extra_workflows`` (test workflows) are
+    added to ``.github/workflows``. Returns ``{"first": sha, "second": sha}``.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (".github/workflows", "actions", "scripts"):
+        shutil.copytree(
+            root / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    shutil.copy2(root / "pyproject.toml", dest / "pyproject.toml")
+    for workflow in extra_workflows:
+        shutil.copy2(workflow, dest / ".github" / "workflows" / workflow.name)
+    for path in workflow_files(dest):
+        path.write_text(act_compatible(path.read_text(encoding="utf-8")), encoding="utf-8")
+    # The projects themselves are not needed by dry runs; their directories are.
+    for project in ("purchase_predict", "purchase_predict_api"):
+        (dest / project).mkdir(exist_ok=True)
+        (dest / project / "README.md").write_text(f"{project} (placeholder for act tests)\n")
+    smoke = root / "purchase_predict_api" / "smoke_request.json"
+    if smoke.exists():
+        shutil.copy2(smoke, dest / "purchase_predict_api" / "smoke_request.json")
+    else:  # the fake API of fake_docker.py takes any JSON object
+        (dest / "purchase_predict_api" / "smoke_request.json").write_text('{"placeholder": true}\n')
+
+    _git(dest, "init", "--quiet", "--initial-branch", "master")
+    _git(dest, "remote", "add", "origin", f"https://github.com/{REPOSITORY}.git")
+    _git(dest, "add", "--all")
+    _git(dest, "commit", "--quiet", "--message", "first")
+    first = _git(dest, "rev-parse", "HEAD")
+    _git(dest, "branch", "staging")
+    (dest / "purchase_predict_api" / "CHANGES").write_text("second commit\n")
+    _git(dest, "add", "--all")
+    _git(dest, "commit", "--quiet", "--message", "second")
+    return {"first": first, "second": _git(dest, "rev-parse", "HEAD")}
+
+
+@dataclass
+class ActRun:
+    """One act invocation: exit status, parsed JSON log records and plain output."""
+
+    returncode: int
+    records: list[dict[str, Any]]
+    stderr: str
+    results: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for record in self.records:
+            if "jobResult" in record:
+                self.results[record["job"]] = record["jobResult"]
+
+    def job(self, fragment: str) -> str | None:
+        """The result of the one job whose display path contains ``fragment``, or None."""
+        matches = [name for name in self.results if fragment in name]
+        if len(matches) > 1:
+            raise AssertionError(f"{fragment!r} matches several jobs: {matches}")
+        return self.results[matches[0]] if matches else None
+
+    def outputs(self, fragment: str, step: str | None = None) -> dict[str, str]:
+        """Step outputs set in the jobs whose display path contains ``fragment``.
+
+        With ``step``, only the outputs of the step with that ``id`` (later steps win otherwise).
+        """
+        return {
+            r["name"]: r["arg"]
+            for r in self.records
+            if r.get("command") == "set-output"
+            and fragment in r.get("job", "")
+            and (step is None or (r.get("stepID") or [None])[0] == step)
+        }
+
+    def lines(self, fragment: str = "") -> list[str]:
+        """Lines the steps printed, for the jobs whose display path contains ``fragment``."""
+        return [
+            line
+            for r in self.records
+            if r.get("raw_output") and fragment in r.get("job", "")
+            for line in r["msg"].splitlines()
+        ]
+
+    def summary(self, fragment: str = "") -> str:
+        """What the jobs whose display path contains ``fragment`` wrote to the step summary."""
+        return "".join(
+            r["content"]
+            for r in self.records
+            if r.get("command") == "summary" and fragment in r.get("job", "")
+        )
+
+    def explain(self) -> str:
+        """Everything printed, for assertion messages."""
+        return "\n".join(str(r.get("msg", "")).rstrip() for r in self.records) + self.stderr
+
+
+def run_act(
+    repo: Path,
+    event: str,
+    workflow: str,
+    payload: dict[str, Any],
+    *,
+    act: str,
+    work: Path,
+    variables: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    host_env: dict[str, str] | None = None,
+    job: str | None = None,
+    timeout: float = ACT_TIMEOUT_S,
+) -> ActRun:
+    """Run ``workflow`` (a file name under .github/workflows) of ``repo`` for ``event``.
+
+    ``variables``, ``secrets`` and ``env`` become act's ``--var``, ``--secret`` and ``--env``;
+    ``host_env`` is the environment of act itself, which host-mode steps inherit (e.g. PATH).
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    event_file = work / f"{event}.json"
+    event_file.write_text(json.dumps(payload), encoding="utf-8")
+    cmd = [
+        act,
+        event,
+        "--eventpath",
+        str(event_file),
+        "--workflows",
+        f".github/workflows/{workflow}",
+        "--platform",
+        "ubuntu-latest=-self-hosted",
+        "--json",
+        "--no-skip-checkout",
+        "--action-cache-path",
+        str(work / "act-cache"),
+        "--defaultbranch",
+        "master",
+        "--no-cache-server",
+        "--env",
+        f"STANDIN_SOURCE_REPO={repo}",
+    ]
+    for action in remote_actions(repo):
+        name = action.split("@")[0]
+        stand_in = STAND_INS / name
+        if not (stand_in / "action.yml").exists():
+            raise FileNotFoundError(f"no local stand-in for {action} under {stand_in}")
+        cmd += ["--local-repository", f"{action}={stand_in}"]
+    for flag, pairs in (("--var", variables), ("--secret", secrets), ("--env", env)):
+        for key, value in (pairs or {}).items():
+            cmd += [flag, f"{key}={value}"]
+    if job:
+        cmd += ["--job", job]
+    # Host-mode steps inherit act's environment: not that of a runner these tests may run on.
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("GITHUB_", "RUNNER_", "ACTIONS_"))
+    }
+    # act needs no Docker in host mode; a dead socket keeps it from probing one.
+    inherited.setdefault("DOCKER_HOST", "unix:///nonexistent")
+    done = subprocess.run(
+        cmd,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**inherited, **(host_env or {})},
+    )
+    records = []
+    for line in done.stdout.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            records.append({"msg": line})
+    return ActRun(done.returncode, records, done.stderr)

