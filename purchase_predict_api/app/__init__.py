@@ -1,0 +1,3 @@
+"""Purchase-prediction API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,52 @@
+"""Service settings: one pydantic-settings class read from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Environment variables of the service (names are the upper-case field names).
+
+    The model comes from exactly one place: ``MODEL_PATH`` (a directory baked by
+    ``scripts/bake_model.py``, what the image uses) or ``MODEL_URI`` (``models:/<name>@<alias>``
+    or ``models:/<name>/<version>``, fetched from ``MLFLOW_TRACKING_URI`` at start).
+    """
+
+    # Empty variables count as unset, so `-e MODEL_PATH=` switches an image to fetch mode.
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    model_path: Path | None = Field(
+        default=None, description="Directory holding the MLflow model and model_meta.json."
+    )
+    model_uri: str | None = Field(
+        default=None, description="models:/<name>@<alias> or models:/<name>/<version>."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow server (or store) MODEL_URI is resolved against."
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 in the image.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port to listen on.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    git_sha: str = Field(default="unknown", description="Commit the image was built from.")
+    image_tag: str = Field(default="unknown", description="Tag of the running image.")
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> Settings:
+        if (self.model_path is None) == (self.model_uri is None):
+            given = "both are set" if self.model_path else "neither is set"
+            raise ValueError(f"set exactly one of MODEL_PATH or MODEL_URI ({given})")
+        if self.model_uri is not None and not self.mlflow_tracking_uri:
+            raise ValueError(f"MODEL_URI={self.model_uri} needs MLFLOW_TRACKING_URI")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once."""
+    return Settings()

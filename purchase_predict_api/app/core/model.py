@@ -1,0 +1,236 @@
+"""Loading the model once and predicting a batch of sessions in one call.
+
+The estimator is read in its native format (skops, pickle or cloudpickle, as the ``MLmodel``
+file says) without importing MLflow, which keeps the image small and the cold start short.
+The model is trusted: it comes from our own registry, and skops' allow-list is the one MLflow
+recorded when the model was logged.
+
+Loading skops imports every scikit-learn estimator (seconds). The image build therefore runs
+:func:`prepare_model_dir` once: the estimator, loaded the safe way, is re-written as a pickle
+beside it, with a record of the source file's hash and the library versions. At start the
+pickle is used only when that record matches exactly; otherwise the MLflow format is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import platform
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from app.core.config import Settings
+from app.core.registry import ModelMeta, ModelSourceError, fetch_model, read_mlmodel
+from app.models import SESSION_EXAMPLE, Session
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {int: "int64", float: "float64"}
+# Model input columns in contract order, with the contract's dtypes (strings stay object).
+FEATURE_DTYPES: dict[str, str] = {
+    name: _DTYPES.get(field.annotation, "object")  # type: ignore[arg-type]
+    for name, field in Session.model_fields.items()
+}
+FEATURE_COLUMNS = list(FEATURE_DTYPES)
+# Libraries whose version must match training for the estimator to behave the same.
+PINNED_LIBRARIES = ("scikit-learn", "lightgbm", "skops", "numpy", "pandas", "scipy")
+# Written by prepare_model_dir at image build: the estimator as a pickle, and its provenance.
+PREPARED_FILE = "serving_model.pkl"
+PREPARED_RECORD = "serving_model.json"
+
+
+class ModelLoadError(ModelSourceError):
+    """The model directory holds no usable model; the message is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The estimator and the registered version it is."""
+
+    estimator: Any
+    meta: ModelMeta
+
+    def purchase_probabilities(self, sessions: Sequence[Session]) -> np.ndarray:
+        """Purchase probability of each session, in order, from one ``predict_proba`` call."""
+        return self.estimator.predict_proba(sessions_frame(sessions))[:, 1]
+
+
+def sessions_frame(sessions: Sequence[Session]) -> pd.DataFrame:
+    """One row per session, feature columns in contract order and types (missing text = NaN)."""
+    columns: dict[str, pd.Series] = {}
+    for name, dtype in FEATURE_DTYPES.items():
+        values = [getattr(session, name) for session in sessions]
+        if dtype == "object":
+            # NaN, as in training, and object dtype: pandas 3 would infer its own string dtype.
+            columns[name] = pd.Series([np.nan if v is None else v for v in values], dtype=object)
+        else:
+            columns[name] = pd.Series(values, dtype=dtype)
+    return pd.DataFrame(columns, columns=FEATURE_COLUMNS)
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """The model named by the settings: the baked directory, or a fetch from MLflow."""
+    if settings.model_path is not None:
+        return load_model_dir(settings.model_path)
+    # Settings guarantee MODEL_URI is set when MODEL_PATH is not.
+    with tempfile.TemporaryDirectory(prefix="purchase-predict-model-") as tmp:
+        fetch_model(str(settings.model_uri), Path(tmp), tracking_uri=settings.mlflow_tracking_uri)
+        # Fully read into memory: the temporary copy can go.
+        return load_model_dir(Path(tmp))
+
+
+def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel:
+    """Read, check and warm up the model of a baked directory."""
+    meta = ModelMeta.read(model_dir)
+    mlmodel = read_mlmodel(model_dir)
+    flavor = (mlmodel.get("flavors") or {}).get("sklearn")
+    if not isinstance(flavor, dict) or "pickled_model" not in flavor:
+        raise ModelLoadError(f"{model_dir}/MLmodel has no sklearn flavor with a pickled_model")
+    source = model_dir / flavor["pickled_model"]
+    estimator = _load_prepared(model_dir, source) if use_prepared else None
+    if estimator is None:
+        estimator = _deserialize(
+            source,
+            flavor.get("serialization_format", "pickle"),
+            flavor.get("skops_trusted_types"),
+        )
+    _check_estimator(estimator, model_dir)
+    _warn_on_library_drift(model_dir)
+    model = LoadedModel(estimator=estimator, meta=meta)
+    _warm_up(model, model_dir)
+    return model
+
+
+def prepare_model_dir(model_dir: Path) -> LoadedModel:
+    """Load the model from its MLflow format, check it, and write the fast-start pickle."""
+    model = load_model_dir(model_dir, use_prepared=False)
+    source = model_dir / read_mlmodel(model_dir)["flavors"]["sklearn"]["pickled_model"]
+    with (model_dir / PREPARED_FILE).open("wb") as handle:
+        pickle.dump(model.estimator, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    record = {"source": source.name, "source_sha256": _sha256(source), **_runtime()}
+    (model_dir / PREPARED_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return model
+
+
+def _load_prepared(model_dir: Path, source: Path) -> Any | None:
+    """The prepared pickle when it was made from ``source`` by these exact libraries, else None."""
+    record_path = model_dir / PREPARED_RECORD
+    if not record_path.exists():
+        return None
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        current = {"source": source.name, "source_sha256": _sha256(source), **_runtime()}
+    except (OSError, ValueError) as err:
+        logger.warning("ignoring %s: %s", record_path, err)
+        return None
+    if record != current:
+        changed = sorted(
+            k for k in current.keys() | record.keys() if record.get(k) != current.get(k)
+        )
+        logger.warning("ignoring %s: %s changed since it was written", PREPARED_FILE, changed)
+        return None
+    try:
+        with (model_dir / PREPARED_FILE).open("rb") as handle:
+            return pickle.load(handle)
+    except Exception as err:  # a damaged pickle only costs the fast start
+        logger.warning("ignoring %s: %s: %s", PREPARED_FILE, type(err).__name__, err)
+        return None
+
+
+def _runtime() -> dict[str, Any]:
+    """Python and library versions a pickle is only valid for."""
+    libraries = {}
+    for library in PINNED_LIBRARIES:
+        try:
+            libraries[library] = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            libraries[library] = None
+    return {"python": platform.python_version(), "libraries": libraries}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _deserialize(path: Path, serialization_format: str, trusted_types: list[str] | None) -> Any:
+    """The estimator stored at ``path`` in the format MLflow wrote it with."""
+    try:
+        if serialization_format == "skops":
+            # skops imports scikit-learn's whole estimator registry: only when it is needed.
+            import skops.io  # noqa: PLC0415
+
+            return skops.io.load(path, trusted=trusted_types or [])
+        if serialization_format in ("pickle", "cloudpickle"):
+            # cloudpickle output is standard pickle once the classes it names are importable.
+            with path.open("rb") as handle:
+                return pickle.load(handle)
+    except Exception as err:
+        raise ModelLoadError(
+            f"cannot load {path} ({serialization_format}): {type(err).__name__}: {err}"
+        ) from err
+    raise ModelLoadError(f"{path}: unsupported serialization_format {serialization_format!r}")
+
+
+def _check_estimator(estimator: Any, model_dir: Path) -> None:
+    """The estimator predicts purchase probabilities from columns the API provides."""
+    if not callable(getattr(estimator, "predict_proba", None)):
+        raise ModelLoadError(f"{model_dir}: {type(estimator).__name__} has no predict_proba")
+    classes = np.asarray(getattr(estimator, "classes_", [0, 1])).tolist()
+    if classes != [0, 1]:
+        raise ModelLoadError(f"{model_dir}: model classes are {classes}, expected [0, 1]")
+    expected = [str(c) for c in getattr(estimator, "feature_names_in_", FEATURE_COLUMNS)]
+    unknown = [column for column in expected if column not in FEATURE_DTYPES]
+    if unknown:
+        raise ModelLoadError(
+            f"{model_dir}: the model needs columns {unknown} that are not API session fields"
+        )
+
+
+def _warn_on_library_drift(model_dir: Path) -> None:
+    """Log one warning per library whose version differs from the model's requirements."""
+    path = model_dir / "requirements.txt"
+    if not path.exists():
+        return
+    pinned = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep:
+            pinned[name.strip().lower()] = version.strip()
+    for library in PINNED_LIBRARIES:
+        if library not in pinned:
+            continue
+        try:
+            installed = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            installed = "not installed"
+        if installed != pinned[library]:
+            logger.warning(
+                "model was trained with %s==%s, this process has %s",
+                library,
+                pinned[library],
+                installed,
+                extra={"fields": {"library": library, "trained": pinned[library]}},
+            )
+
+
+def _warm_up(model: LoadedModel, model_dir: Path) -> None:
+    """Predict once at load: a model that cannot answer fails the start, not a request."""
+    try:
+        probabilities = model.purchase_probabilities([Session.model_validate(SESSION_EXAMPLE)])
+    except Exception as err:
+        raise ModelLoadError(
+            f"{model_dir}: the model fails on an example session: {type(err).__name__}: {err}"
+        ) from err
+    if probabilities.shape != (1,) or not 0 <= float(probabilities[0]) <= 1:
+        raise ModelLoadError(
+            f"{model_dir}: predict_proba returned {probabilities!r} for one session"
+        )

@@ -1,0 +1,89 @@
+"""The FastAPI application: settings and model in the lifespan, routes, error shapes.
+
+``uvicorn app.main:app`` (or ``python -m app``) reads its settings from the environment;
+tests build their own app with ``create_app(settings)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from app import __version__
+from app.api.main import api_router
+from app.core.config import Settings, get_settings
+from app.core.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
+from app.core.model import load_model
+from app.core.registry import ModelSourceError
+from app.models import MAX_BODY_BYTES
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The application; ``settings`` default to the environment's, read at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Loaded before the port serves traffic: a revision that cannot load never gets any.
+        started = time.perf_counter()
+        try:
+            app.state.settings = active = settings or get_settings()
+            model = load_model(active)
+        except (ModelSourceError, ValidationError) as err:
+            logger.error("cannot load the model: %s", err)
+            raise
+        app.state.model = model
+        seconds = time.perf_counter() - started
+        logger.info(
+            "model %s version %s loaded in %.2f s",
+            model.meta.name,
+            model.meta.version,
+            seconds,
+            extra={
+                "fields": {
+                    "model_name": model.meta.name,
+                    "model_version": model.meta.version,
+                    "model_alias": model.meta.alias,
+                    "load_seconds": round(seconds, 3),
+                }
+            },
+        )
+        yield
+        app.state.model = None
+
+    app = FastAPI(
+        title="purchase-predict API",
+        version=__version__,
+        description="Probability that a carted product is purchased, from the registered model.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.model = None
+    app.include_router(api_router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    # Added last, so outermost: refused (413) and failed requests are logged too.
+    app.add_middleware(RequestLogMiddleware)
+    return app
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """422 naming each offending field, without echoing the input back (it may be huge or NaN)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    return JSONResponse(
+        status_code=422,
+        content=jsonable_encoder({"detail": detail}),
+    )
+
+
+app = create_app()

@@ -1,0 +1,374 @@
+"""The two load modes (baked directory, fetch from MLflow), the bake script and load errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import bake_model
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from app.core.config import Settings
+from app.core.model import (
+    PREPARED_FILE,
+    PREPARED_RECORD,
+    ModelLoadError,
+    _load_prepared,
+    load_model,
+    load_model_dir,
+    prepare_model_dir,
+)
+from app.core.registry import META_FILE, ModelMeta, ModelSourceError, parse_model_uri
+from app.main import create_app
+from app.models import SESSION_EXAMPLE
+
+BAKE_SCRIPT = Path(bake_model.__file__)
+SKOPS_TRUSTED_TYPES = [
+    "collections.OrderedDict",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+]
+
+
+def test_bake_resolves_the_alias_to_its_version(baked_model_dir: Path, registered_model) -> None:
+    meta = json.loads((baked_model_dir / META_FILE).read_text())
+
+    # Version 2 is newer: the alias, not "latest", decides.
+    assert registered_model.other_version == "2"
+    assert meta == {
+        "name": registered_model.name,
+        "version": "1",
+        "alias": registered_model.alias,
+        "run_id": registered_model.run_id,
+        "decision_threshold": registered_model.threshold,
+        "model_uri": f"models:/{registered_model.name}/1",
+    }
+    assert (baked_model_dir / "MLmodel").is_file()
+    assert (baked_model_dir / "model.skops").is_file()
+    # Only the model and its meta: no staging directory left beside it.
+    assert [p.name for p in baked_model_dir.parent.iterdir()] == [baked_model_dir.name]
+
+
+def test_fetch_mode_serves_the_same_model_as_baked_mode(
+    registered_model, baked_settings: Settings
+) -> None:
+    fetch = Settings(
+        model_uri=f"models:/{registered_model.name}@{registered_model.alias}",
+        mlflow_tracking_uri=registered_model.tracking_uri,
+    )
+    with (
+        TestClient(create_app(fetch)) as fetched,
+        TestClient(create_app(baked_settings)) as baked,
+    ):
+        from_mlflow = fetched.post("/predict", json=SESSION_EXAMPLE)
+        from_image = baked.post("/predict", json=SESSION_EXAMPLE)
+        version = fetched.get("/version").json()
+
+    assert from_mlflow.status_code == 200
+    assert from_mlflow.json() == from_image.json()
+    assert version["model_version"] == "1"
+    assert version["model_alias"] == registered_model.alias
+
+
+def test_fetch_mode_by_version_number(registered_model) -> None:
+    model = load_model(
+        Settings(
+            model_uri=f"models:/{registered_model.name}/{registered_model.other_version}",
+            mlflow_tracking_uri=registered_model.tracking_uri,
+        )
+    )
+
+    assert (model.meta.version, model.meta.alias) == (registered_model.other_version, None)
+
+
+def test_bake_cli_writes_outputs_and_the_directory(
+    registered_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    github_output = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(github_output))
+    out = tmp_path / "model"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BAKE_SCRIPT),
+            "--model-uri",
+            f"models:/{registered_model.name}@{registered_model.alias}",
+            "--tracking-uri",
+            registered_model.tracking_uri,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"model_version={registered_model.version}\n" in result.stdout
+    assert f"model_uri=models:/{registered_model.name}/1\n" in github_output.read_text()
+    assert ModelMeta.read(out).run_id == registered_model.run_id
+    assert load_model_dir(out).meta.version == "1"
+
+
+def test_bake_cli_unknown_alias_exits_2_with_one_line(registered_model, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BAKE_SCRIPT),
+            "--model-uri",
+            f"models:/{registered_model.name}@no-such-alias",
+            "--tracking-uri",
+            registered_model.tracking_uri,
+            "--out",
+            str(tmp_path / "model"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"bake_model.py: cannot fetch models:/{registered_model.name}")
+    assert "no-such-alias" in result.stderr
+    assert not (tmp_path / "model").exists()
+
+
+def test_bake_refuses_a_non_empty_directory(registered_model, tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "old.txt").write_text("an older model")
+
+    with pytest.raises(ModelSourceError, match="is not empty"):
+        bake_model.bake(
+            f"models:/{registered_model.name}@{registered_model.alias}",
+            tmp_path / "model",
+            tracking_uri=registered_model.tracking_uri,
+        )
+
+
+@pytest.mark.parametrize(
+    "uri", ["runs:/abc/model", "models:/name", "models:/name@", "models:/name/latest"]
+)
+def test_model_uri_must_name_an_alias_or_a_version(uri: str) -> None:
+    with pytest.raises(ModelSourceError, match="is not models:/<name>@<alias>"):
+        parse_model_uri(uri)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "set exactly one of MODEL_PATH or MODEL_URI (neither is set)"),
+        (
+            {"MODEL_PATH": "/srv/model", "MODEL_URI": "models:/m@a"},
+            "set exactly one of MODEL_PATH or MODEL_URI (both are set)",
+        ),
+        ({"MODEL_URI": "models:/m@a"}, "MODEL_URI=models:/m@a needs MLFLOW_TRACKING_URI"),
+        ({"MODEL_PATH": "/srv/model", "PORT": "0"}, "greater than or equal to 1"),
+    ],
+)
+def test_settings_need_exactly_one_model_source(
+    values: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Settings()
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # How an image with MODEL_PATH baked in is switched to fetch mode: -e MODEL_PATH=
+    monkeypatch.setenv("MODEL_PATH", "")
+    monkeypatch.setenv("MODEL_URI", "models:/m@a")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+
+    assert Settings().model_path is None
+
+
+def _copy(baked_model_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(baked_model_dir, copy)
+    return copy
+
+
+def test_a_directory_without_meta_is_refused(baked_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = _copy(baked_model_dir, tmp_path)
+    (model_dir / META_FILE).unlink()
+
+    with pytest.raises(ModelSourceError, match=r"model_meta\.json is missing: bake"):
+        load_model_dir(model_dir)
+
+
+def test_a_threshold_outside_0_1_is_refused(baked_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = _copy(baked_model_dir, tmp_path)
+    meta = json.loads((model_dir / META_FILE).read_text())
+    (model_dir / META_FILE).write_text(json.dumps({**meta, "decision_threshold": 1.5}))
+
+    with pytest.raises(ModelSourceError, match=r"decision_threshold 1.5 is not in \[0, 1\]"):
+        load_model_dir(model_dir)
+
+
+def test_a_corrupt_estimator_is_refused(baked_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = _copy(baked_model_dir, tmp_path)
+    (model_dir / "model.skops").write_bytes(b"not a skops archive")
+
+    with pytest.raises(ModelLoadError, match=r"cannot load .*model.skops \(skops\)"):
+        load_model_dir(model_dir)
+
+
+def test_a_failed_load_fails_the_start(baked_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = _copy(baked_model_dir, tmp_path)
+    (model_dir / "MLmodel").unlink()
+
+    with (
+        pytest.raises(ModelSourceError, match="MLmodel is missing"),
+        TestClient(create_app(Settings(model_path=model_dir))),
+    ):
+        pass
+
+
+def test_prepared_pickle_serves_the_same_predictions(
+    baked_model_dir: Path, tmp_path: Path, make_sessions
+) -> None:
+    model_dir = _copy(baked_model_dir, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.prepare", str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (model_dir / PREPARED_FILE).is_file()
+
+    frame = make_sessions(50, 5)
+    prepared = load_model_dir(model_dir).estimator
+    original = load_model_dir(model_dir, use_prepared=False).estimator
+    assert _load_prepared(model_dir, model_dir / "model.skops") is not None
+    np.testing.assert_array_equal(prepared.predict_proba(frame), original.predict_proba(frame))
+
+
+def test_a_prepared_pickle_from_other_libraries_is_ignored(
+    baked_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir = _copy(baked_model_dir, tmp_path)
+    prepare_model_dir(model_dir)
+    record = json.loads((model_dir / PREPARED_RECORD).read_text())
+    record["libraries"]["scikit-learn"] = "0.0.1"
+    (model_dir / PREPARED_RECORD).write_text(json.dumps(record))
+
+    assert _load_prepared(model_dir, model_dir / "model.skops") is None
+    assert "['libraries'] changed" in caplog.text
+    # The MLflow format is read instead: the model still loads.
+    assert load_model_dir(model_dir).meta.version == "1"
+
+
+def test_prepare_cli_refuses_a_directory_without_a_model(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app.prepare", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    [line] = result.stdout.splitlines()
+    assert "model_meta.json is missing" in json.loads(line)["message"]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, free_port) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 with proxied artifacts, as in deployment."""
+    home = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with (home / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{home / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(home / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=home,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow server exited: {(home / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not healthy: {(home / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_bake_from_a_real_mlflow_server(
+    mlflow_server: str, registered_model, tmp_path: Path
+) -> None:
+    import mlflow  # noqa: PLC0415
+    from mlflow import MlflowClient  # noqa: PLC0415
+
+    mlflow.set_tracking_uri(mlflow_server)
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(
+            registered_model.estimator,
+            name="model",
+            metadata={"decision_threshold": 0.5},
+            pyfunc_predict_fn="predict_proba",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            pip_requirements=["scikit-learn", "lightgbm", "skops"],
+            registered_model_name="served-model",
+        )
+    MlflowClient(mlflow_server).set_registered_model_alias("served-model", "production", "1")
+    mlflow.set_tracking_uri(None)
+
+    meta = bake_model.bake(
+        "models:/served-model@production", tmp_path / "model", tracking_uri=mlflow_server
+    )
+
+    assert (meta.name, meta.version, meta.alias, meta.run_id) == (
+        "served-model",
+        "1",
+        "production",
+        run.info.run_id,
+    )
+    assert meta.decision_threshold == 0.5
+    assert load_model_dir(tmp_path / "model").meta == meta
