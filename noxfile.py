@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import nox
@@ -23,6 +25,7 @@ TRAINING_DIR = ROOT / "purchase_predict"
 API_DIR = ROOT / "purchase_predict_api"
 RAW_EVENTS = TRAINING_DIR / "data" / "01_raw" / "events.parquet"
 TRAINING_RUN = TRAINING_DIR / "data" / "08_reporting" / "training_run.json"
+LOCAL_CLOUD_ENV = ROOT / ".state" / "local-cloud" / "env.json"
 PYTHON = "3.11"
 
 
@@ -47,6 +50,23 @@ def _git(*args: str) -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
+
+
+def _tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the local pipeline's MLflow server when up, else the SQLite store."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    if LOCAL_CLOUD_ENV.exists():
+        uri = json.loads(LOCAL_CLOUD_ENV.read_text()).get("MLFLOW_TRACKING_URI", "")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                return uri
+        except (OSError, ValueError):
+            pass
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from project_config import default_tracking_uri  # noqa: PLC0415 - scripts/ is not a package
+
+    return default_tracking_uri()
 
 
 def _train(session: nox.Session, *kedro_args: str) -> dict:
@@ -105,12 +125,40 @@ def train(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def pipeline(session: nox.Session) -> None:
-    """The local pre-production pipeline: generate data, train, log and register in MLflow."""
+    """Local pre-production pipeline: train, promote, bake, build, push, deploy, smoke, route."""
     _install_training(session)
-    run = _train(session, *session.posargs)
-    metrics = run["metrics"]
-    session.log(
-        f"model {run['registered_model_name']} version {run['model_version']}: "
-        f"F1 {metrics['f1']:.3f} (all-positive baseline {metrics['baseline_f1']:.3f}), "
-        f"run {run['run_id']}, tracking {os.environ.get('MLFLOW_TRACKING_URI', 'local sqlite')}"
+    session.install("-e", str(API_DIR))
+    session.run("python", "scripts/local_pipeline.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def serve(session: nox.Session) -> None:
+    """Serve the current branch's alias (staging by default) with uvicorn on $PORT or 8080."""
+    session.install("-e", f"{API_DIR}[local]")  # full mlflow: the embedded store is SQLite
+    resolved = subprocess.run(
+        [
+            sys.executable,
+            "scripts/branch_env.py",
+            "--fallback",
+            "--json",
+            _git("branch", "--show-current"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    env = json.loads(resolved.stdout)
+    model_uri = f"models:/{env['model_name']}@{env['alias']}"
+    tracking_uri = _tracking_uri()
+    port = os.environ.get("PORT", "8080")
+    session.log(f"serving {model_uri} from {tracking_uri} on http://127.0.0.1:{port}")
+    session.run(
+        "purchase-predict-api",
+        env={
+            "MODEL_URI": model_uri,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "PORT": port,
+            "GIT_SHA": _git("rev-parse", "HEAD") or "unknown",
+        },
     )

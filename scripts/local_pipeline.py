@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""The pre-production pipeline, end to end, on this machine: what ``nox -s pipeline`` runs.
+
+Stages, each timed and reported as it goes:
+
+1. ``cloud``   start the local stand-ins (``scripts/local_cloud.py``): docker engine, base
+               image, image registry, MLflow server, Cloud Run stand-in;
+2. ``data``    generate the default raw events when the file is missing;
+3. ``train``   ``kedro run`` (features, hyper-parameter search, MLflow logging, registration);
+4. ``promote`` ``scripts/register_model.py``: lineage, quality gate, alias of the branch's
+               environment (the fallback environment when the branch maps to none);
+5. ``bake``    ``scripts/bake_model.py``: resolve the alias, copy that model into the build context;
+6. ``build`` / ``push`` / ``deploy`` / ``smoke`` / ``traffic``: the very scripts behind the
+               composite actions (``actions/*/*.sh``), aimed at the local registry and, through
+               the real ``gcloud``, at the Cloud Run stand-in;
+7. a summary: model version, F1, image, revision, URL, and one prediction through the service URL.
+
+A refused promotion or a failed smoke test stops the run with a non-zero exit; nothing after it
+runs, and traffic stays where it was. When no Docker engine can be started, the run says so and
+serves the promoted model with uvicorn instead (fetch-from-MLflow mode), so it still completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from local_cloud import DEFAULT_STATE, LocalCloud, LocalCloudError
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINING_DIR = ROOT / "purchase_predict"
+API_DIR = ROOT / "purchase_predict_api"
+RAW_EVENTS = TRAINING_DIR / "data" / "01_raw" / "events.parquet"
+TRAINING_RUN = TRAINING_DIR / "data" / "08_reporting" / "training_run.json"
+SMOKE_REQUEST = API_DIR / "smoke_request.json"
+BAKED_MODEL_DIR = "model"  # inside the API build context, as the Dockerfile expects
+LOCAL_PROJECT = "local-project"
+
+
+class PipelineError(RuntimeError):
+    """A stage failed; the message says which and why."""
+
+
+class Pipeline:
+    def __init__(self, state: Path, kedro_args: list[str]) -> None:
+        self.state = state
+        self.kedro_args = kedro_args
+        self.env: dict[str, str] = dict(os.environ)
+        # Download progress bars would drown the stage lines.
+        self.env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        self.timings: list[tuple[str, float]] = []
+        self.summary: dict[str, str] = {}
+
+    # ---- plumbing -----------------------------------------------------------
+    @contextmanager
+    def stage(self, name: str, what: str) -> Iterator[None]:
+        print(f"\n==> [{name}] {what}", flush=True)
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            elapsed = time.monotonic() - start
+            self.timings.append((name, elapsed))
+            print(f"<== [{name}] {elapsed:.1f}s", flush=True)
+
+    def run(self, cmd: list[str], *, cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:
+        done = subprocess.run(cmd, cwd=cwd, env={**self.env, **(env or {})}, check=False)
+        if done.returncode != 0:
+            raise PipelineError(f"{' '.join(map(str, cmd[:3]))} ... exited with {done.returncode}")
+
+    def step_script(self, script: str, env: dict[str, str], *args: str) -> dict[str, str]:
+        """Run an action's script as the runner would: inputs in env, outputs via GITHUB_OUTPUT."""
+        with tempfile.NamedTemporaryFile("r", suffix=".out") as out:
+            step_env = {
+                "GITHUB_OUTPUT": out.name,
+                "GITHUB_STEP_SUMMARY": str(self.state / "step_summary.md"),
+                "GITHUB_SERVER_URL": "https://github.com",
+                "GITHUB_REPOSITORY": "local/purchase-predict",
+                **env,
+            }
+            self.run(["bash", str(ROOT / script), *args], env=step_env)
+            return dict(line.split("=", 1) for line in out.read().splitlines() if "=" in line)
+
+    def python_script(self, name: str, *args: str) -> dict[str, str]:
+        with tempfile.NamedTemporaryFile("r", suffix=".out") as out:
+            self.run(
+                [sys.executable, str(ROOT / "scripts" / name), *args],
+                env={"GITHUB_OUTPUT": out.name},
+            )
+            return dict(line.split("=", 1) for line in out.read().splitlines() if "=" in line)
+
+    @staticmethod
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    # ---- stages ---------------------------------------------------------------
+    def start_cloud(self) -> bool:
+        """Start the stand-ins; False when no Docker engine is available (serve locally instead)."""
+        cloud = LocalCloud(self.state)
+        parts = ["mlflow"] if "MLFLOW_TRACKING_URI" not in os.environ else []
+        with self.stage(
+            "cloud", "local stand-ins: docker, base image, registry, MLflow, Cloud Run"
+        ):
+            try:
+                self.env.update(cloud.up(["docker", "base", "registry", "cloudrun"]))
+                docker = True
+            except LocalCloudError as err:
+                print(
+                    f"no Docker engine ({err}): the API will be served with uvicorn instead",
+                    flush=True,
+                )
+                docker = False
+            if parts:
+                self.env.update(cloud.up(parts))
+        self.env["MLFLOW_TRACKING_URI"] = (
+            os.environ.get("MLFLOW_TRACKING_URI") or cloud.env["MLFLOW_TRACKING_URI"]
+        )
+        self.summary["MLflow"] = self.env["MLFLOW_TRACKING_URI"]
+        return docker
+
+    def data(self) -> None:
+        with self.stage("data", f"raw events at {RAW_EVENTS.relative_to(ROOT)}"):
+            self.run(["purchase-predict-generate", "--out", str(RAW_EVENTS), "--if-missing"])
+
+    def train(self) -> dict:
+        with self.stage("train", "kedro run: features, hyper-parameter search, MLflow logging"):
+            self.run(
+                ["kedro", "run", *self.kedro_args],
+                cwd=TRAINING_DIR,
+                env={"GIT_BRANCH": self.branch},
+            )
+        run = json.loads(TRAINING_RUN.read_text())
+        self.summary["training run"] = run["run_id"]
+        return run
+
+    def promote(self) -> dict[str, str]:
+        with self.stage(
+            "promote", f"quality gate and alias for environment {self.environment['environment']}"
+        ):
+            try:
+                out = self.python_script(
+                    "register_model.py",
+                    f"--training-run-json={TRAINING_RUN}",
+                    f"--environment={self.environment['environment']}",
+                    f"--branch={self.branch}",
+                )
+            except PipelineError as err:
+                raise PipelineError(
+                    f"promotion refused or failed ({err}): nothing deployed"
+                ) from err
+        self.summary.update(
+            {
+                "model": f"{out['model_name']} version {out['model_version']} @{out['alias']} ({out['decision']})",
+                "F1": f"{float(out['candidate_f1']):.4f}"
+                + (
+                    f" (champion {float(out['champion_f1']):.4f})" if out.get("champion_f1") else ""
+                ),
+            }
+        )
+        return out
+
+    def bake(self, model_name: str, alias: str) -> dict[str, str]:
+        with self.stage("bake", f"models:/{model_name}@{alias} into the build context"):
+            return self.python_script(
+                "bake_model.py",
+                f"--model-uri=models:/{model_name}@{alias}",
+                f"--out={API_DIR / BAKED_MODEL_DIR}",
+            )
+
+    def build_push_deploy(self, model_version: str) -> None:
+        env = self.environment
+        sha = self.git("rev-parse", "HEAD")
+        if len(sha) != 40:
+            raise PipelineError("not a git checkout with a commit: the image tag is the commit SHA")
+        with self.stage("build", "docker build of the API image with the baked model"):
+            built = self.step_script(
+                "actions/docker-build/build.sh",
+                {
+                    "CONTEXT": str(API_DIR),
+                    "DOCKERFILE": "",
+                    "IMAGE_NAME": env["image_name"],
+                    "GIT_SHA": sha,
+                    "MODEL_VERSION": model_version,
+                    "MODEL_DIR": BAKED_MODEL_DIR,
+                    "BASE_IMAGE": self.env["BASE_IMAGE"],
+                    "EXTRA_BUILD_ARGS": "",
+                    "EXTRA_LABELS": "",
+                    "NETWORK": "host",
+                },
+            )
+        with self.stage("push", f"tag with the commit SHA, push to {self.env['REGISTRY']}"):
+            pushed = self.step_script(
+                "actions/docker-push/push.sh",
+                {
+                    "LOCAL_IMAGE": built["image"],
+                    "GIT_SHA": sha,
+                    "IMAGE_NAME": env["image_name"],
+                    "REPOSITORY": env["artifact_repository"],
+                    "REGION": env["region"],
+                    "PROJECT_ID": LOCAL_PROJECT,
+                    "REGISTRY": self.env["REGISTRY"],
+                    "CONFIGURE_AUTH": "none",
+                },
+            )
+        self.summary["image"] = pushed["image"]
+        deploy_env = {
+            "SERVICE": env["service"],
+            "REGION": env["region"],
+            "PROJECT_ID": LOCAL_PROJECT,
+            "IMAGE": pushed["image"],
+            "GIT_SHA": sha,
+            "TAG": "",
+            "MIN_INSTANCES": env["min_instances"],
+            "MAX_INSTANCES": env["max_instances"],
+            "MEMORY": env["memory"],
+            "CPU": env["cpu"],
+            "CONCURRENCY": env["concurrency"],
+            "ENV_VARS": "",
+            "FLAGS": "",
+            "CUSTOM_AUDIENCE": "",
+            "TRAFFIC": "tag",
+        }
+        with self.stage(
+            "deploy", f"gcloud run deploy {env['service']} --no-traffic (Cloud Run stand-in)"
+        ):
+            deployed = self.step_script("actions/cloud-run-deploy/deploy.sh", deploy_env, "deploy")
+        with self.stage("smoke", f"GET /ready and POST /predict on {deployed['tag-url']}"):
+            self.step_script(
+                "actions/cloud-run-deploy/deploy.sh",
+                {
+                    "SERVICE_URL": deployed["url"],
+                    "TAG_URL": deployed["tag-url"],
+                    "REVISION": deployed["revision"],
+                    "FIRST_DEPLOY": deployed["first-deploy"],
+                    "PREVIOUS_TRAFFIC": deployed["previous-traffic"],
+                    "CUSTOM_AUDIENCE": "",
+                    "SMOKE_REQUEST": str(SMOKE_REQUEST),
+                    "IDENTITY_TOKEN": "local-stand-in",
+                    "IDENTITY_TOKEN_COMMAND": "",
+                    "SMOKE_TIMEOUT": "120",
+                },
+                "smoke",
+            )
+        with self.stage("traffic", f"route the service to revision {deployed['revision']}"):
+            self.step_script(
+                "actions/cloud-run-deploy/deploy.sh",
+                {**deploy_env, "TAG": deployed["tag"], "REVISION": deployed["revision"]},
+                "traffic",
+            )
+        self.summary.update(revision=deployed["revision"], URL=deployed["url"])
+        self.summary["prediction"] = self.predict(deployed["url"], proxy=self.env["STANDIN_PROXY"])
+
+    def serve_locally(self, model_name: str, alias: str) -> None:
+        """No Docker engine: serve the promoted model with uvicorn, check it, stop it."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with self.stage("serve", f"uvicorn on 127.0.0.1:{port} with models:/{model_name}@{alias}"):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app"],
+                cwd=API_DIR,
+                env={**self.env, "PORT": str(port), "MODEL_URI": f"models:/{model_name}@{alias}"},
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                deadline = time.monotonic() + 120
+                while not _ready(url):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise PipelineError("the API did not become ready under uvicorn")
+                    time.sleep(0.5)
+                self.summary["URL"] = (
+                    f"{url} (uvicorn; stopped at the end of the run; `nox -s serve` keeps one up)"
+                )
+                self.summary["prediction"] = self.predict(url)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+    def predict(self, url: str, proxy: str | None = None) -> str:
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"http": proxy} if proxy else {})
+        )
+        request = urllib.request.Request(
+            f"{url}/predict",
+            data=SMOKE_REQUEST.read_bytes(),
+            headers={"Content-Type": "application/json"},
+        )
+        with opener.open(request, timeout=30) as resp:
+            body = json.loads(resp.read())
+        return json.dumps(body, separators=(",", ":"))[:300]
+
+    # ---- the whole run --------------------------------------------------------
+    def main(self) -> None:
+        self.branch = self.git("branch", "--show-current") or "detached"
+        resolved = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "branch_env.py"),
+                "--fallback",
+                "--json",
+                self.branch,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.environment = {k: str(v) for k, v in json.loads(resolved.stdout).items()}
+        self.summary["environment"] = f"{self.environment['environment']} (branch {self.branch})"
+        docker = self.start_cloud()
+        self.data()
+        self.train()
+        promoted = self.promote()
+        model_name, alias = promoted["model_name"], promoted["alias"]
+        if docker:
+            baked = self.bake(model_name, alias)
+            self.build_push_deploy(baked["model_version"])
+        else:
+            self.serve_locally(model_name, alias)
+
+    def report(self, ok: bool) -> str:
+        lines = ["", "## Local pre-production pipeline: " + ("done" if ok else "FAILED"), ""]
+        lines += [
+            f"| {k} | {v} |" for k, v in [("what", "value"), ("---", "---"), *self.summary.items()]
+        ]
+        lines += ["", "stages: " + ", ".join(f"{n} {t:.1f}s" for n, t in self.timings)]
+        return "\n".join(lines)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ready", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Extra arguments go to `kedro run`, e.g. --params automl_max_evals=40. "
+        "Stop the stand-ins with: python scripts/local_cloud.py down",
+    )
+    parser.add_argument(
+        "--state", type=Path, default=DEFAULT_STATE, help="local-cloud state directory"
+    )
+    args, kedro_args = parser.parse_known_args(argv)
+    pipeline = Pipeline(args.state, kedro_args)
+    try:
+        pipeline.main()
+    except (PipelineError, subprocess.CalledProcessError) as err:
+        print(pipeline.report(ok=False))
+        print(f"\nlocal pipeline: {err}", file=sys.stderr)
+        return 1
+    print(pipeline.report(ok=True))
+    summary = pipeline.state / "pipeline_summary.md"
+    summary.write_text(pipeline.report(ok=True))
+    return 0
+
+
+if __name__ == "__main__":
+    shutil.which("gcloud") or print(
+        "local pipeline: gcloud not on PATH; deploy stages will fail", file=sys.stderr
+    )
+    sys.exit(main())
