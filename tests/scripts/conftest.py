@@ -20,44 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.models import infer_signature
-from sklearn.compose import ColumnTransformer
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
+
+from purchase_predict.pipelines.training import nodes
+from purchase_predict.pipelines.training.nodes import train_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROOT_PYPROJECT = REPO_ROOT / "pyproject.toml"
 
-# The model contract's feature columns, in order, and the label.
-FEATURE_COLUMNS = (
-    "product_id",
-    "brand",
-    "price",
-    "num_views_session",
-    "num_views_product",
-    "category",
-    "sub_category",
-    "hour",
-    "minute",
-    "weekday",
-    "duration",
-    "num_prev_sessions",
-    "num_prev_product_views",
-)
-CATEGORICAL_COLUMNS = ("brand", "category", "sub_category")
-LABEL_COLUMN = "purchased"
-# MLflow 3 saves sklearn models with skops, which must be told these LightGBM types are safe.
-SKOPS_TRUSTED_TYPES = [
-    "collections.OrderedDict",
-    "lightgbm.basic.Booster",
-    "lightgbm.sklearn.LGBMClassifier",
-]
+# The model contract, as the training pipeline defines it.
+FEATURE_COLUMNS = tuple(nodes.FEATURE_COLUMNS)
+CATEGORICAL_COLUMNS = tuple(nodes.CATEGORICAL_FEATURES)
+LABEL_COLUMN = nodes.LABEL
+SKOPS_TRUSTED_TYPES = nodes.SKOPS_TRUSTED_TYPES
 # Explicit requirements: inferring them costs ~10 s per logged model.
 MODEL_PIP_REQUIREMENTS = ["mlflow", "lightgbm", "scikit-learn", "pandas"]
 TEST_RATIO = 0.3
@@ -183,35 +164,17 @@ def split_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def fit_contract_model(
     train: pd.DataFrame, *, shuffle_labels: bool = False, seed: int = 0
 ) -> Pipeline:
-    """The contract's Pipeline; ``shuffle_labels`` makes a deliberately worse model."""
-    labels = train[LABEL_COLUMN].to_numpy()
+    """The training pipeline's own model, small; ``shuffle_labels`` makes a deliberately worse one."""
     if shuffle_labels:
-        labels = np.random.default_rng(seed).permutation(labels)
-    encoder = ColumnTransformer(
-        [
-            (
-                "categories",
-                OrdinalEncoder(
-                    handle_unknown="use_encoded_value",
-                    unknown_value=np.nan,
-                    encoded_missing_value=np.nan,
-                ),
-                list(CATEGORICAL_COLUMNS),
-            )
-        ],
-        remainder="passthrough",
-        verbose_feature_names_out=False,
-    ).set_output(transform="pandas")
-    classifier = lgb.LGBMClassifier(
-        n_estimators=25, num_leaves=8, learning_rate=0.2, random_state=seed, n_jobs=1, verbose=-1
-    )
-    model = Pipeline([("encode", encoder), ("classify", classifier)])
-    model.fit(
-        train[list(FEATURE_COLUMNS)],
-        labels,
-        classify__categorical_feature=list(CATEGORICAL_COLUMNS),
-    )
-    return model
+        train = train.assign(
+            **{
+                LABEL_COLUMN: np.random.default_rng(seed).permutation(
+                    train[LABEL_COLUMN].to_numpy()
+                )
+            }
+        )
+    small = {"n_estimators": 25, "num_leaves": 8, "learning_rate": 0.2}
+    return train_model(train, small, {"n_jobs": 1, "verbose": -1}, seed)
 
 
 def log_training_run(
