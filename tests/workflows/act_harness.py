@@ -112,6 +112,34 @@ def prepare_repo(
     return {"first": first, "second": _git(dest, "rev-parse", "HEAD")}
 
 
+def git(repo: Path, *args: str) -> str:
+    """``git`` in ``repo`` with a fixed identity; returns its stripped output."""
+    return _git(repo, *args)
+
+
+def prepare_project_repo(dest: Path, branch: str, root: Path = ROOT) -> str:
+    """A git repository at ``dest`` holding the whole project, one commit on ``branch``.
+
+    Unlike ``prepare_repo`` it copies every file git would commit (tracked, or untracked and not
+    ignored: no data, no virtual environments), so the workflows can really train and build.
+    Returns the commit SHA.
+    """
+    listed = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for name in filter(None, listed.split("\0")):
+        source = root / name
+        if source.is_file():  # a tracked file deleted in the working tree is left out
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    for path in workflow_files(dest):
+        path.write_text(act_compatible(path.read_text(encoding="utf-8")), encoding="utf-8")
+    _git(dest, "init", "--quiet", "--initial-branch", branch)
+    _git(dest, "remote", "add", "origin", f"https://github.com/{REPOSITORY}.git")
+    _git(dest, "add", "--all")
+    _git(dest, "commit", "--quiet", "--message", "project")
+    return _git(dest, "rev-parse", "HEAD")
+
+
 @dataclass
 class ActRun:
     """One act invocation: exit status, parsed JSON log records and plain output."""
@@ -236,7 +264,8 @@ def run_act(
         text=True,
         timeout=timeout,
         check=False,
-        env={**inherited, **(host_env or {})},
+        # Nor the virtual environment the tests run in: a runner has none active.
+        env={k: v for k, v in {**inherited, **(host_env or {})}.items() if k != "VIRTUAL_ENV"},
     )
     records = []
     for line in done.stdout.splitlines():
