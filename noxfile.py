@@ -26,6 +26,8 @@ API_DIR = ROOT / "purchase_predict_api"
 RAW_EVENTS = TRAINING_DIR / "data" / "01_raw" / "events.parquet"
 TRAINING_RUN = TRAINING_DIR / "data" / "08_reporting" / "training_run.json"
 LOCAL_CLOUD_ENV = ROOT / ".state" / "local-cloud" / "env.json"
+# The end-to-end suite's own local cloud (tests/e2e/conftest.py uses the same directory).
+E2E_STATE = ROOT / ".state" / "local-cloud-e2e"
 PYTHON = "3.11"
 
 
@@ -109,10 +111,27 @@ def tests(session: nox.Session, suite: str) -> None:
 
 @nox.session(python=PYTHON)
 def e2e(session: nox.Session) -> None:
-    """Offline end-to-end suite: real docker, registry, Cloud Run stand-in, gcloud and act."""
+    """Offline end-to-end suite: the API image test, then the workflows run by act, on the
+    real local cloud (docker engine, registry, MLflow server, Cloud Run stand-in + gcloud)."""
     _install_group(session, "test")
     _install_training(session)
-    session.run("pytest", "tests/e2e", "-m", "e2e", *session.posargs)
+    # The API image test's fixtures, and uv for the workflows' setup-uv stand-in.
+    session.install("-e", f"{API_DIR}[test]", "uv")
+    cloud = ["python", "scripts/local_cloud.py", "--state", str(E2E_STATE)]
+    session.run(*cloud, "up", "docker", "base", "registry", "mlflow", "cloudrun")
+    try:
+        env = json.loads((E2E_STATE / "env.json").read_text())
+        session.run(
+            "pytest",
+            "purchase_predict_api/tests/test_image.py",
+            "-p",
+            "no:cacheprovider",
+            env={**env, "API_TEST_BASE_IMAGE": env["BASE_IMAGE"], "API_TEST_REQUIRE_DOCKER": "1"},
+        )
+        session.run("pytest", "tests/e2e", "-m", "e2e", *session.posargs, env=env)
+    finally:
+        # Containers, daemon and servers: nothing outlives the session.
+        session.run(*cloud, "down")
 
 
 @nox.session(python=PYTHON)

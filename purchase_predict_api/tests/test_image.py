@@ -1,6 +1,7 @@
 """The image builds with the baked model and serves a prediction (needs a Docker engine).
 
-Skipped, with the reason, when ``docker info`` fails. ``API_TEST_BASE_IMAGE`` overrides the
+Skipped, with the reason, when ``docker info`` fails, unless ``API_TEST_REQUIRE_DOCKER`` is set
+(``nox -s e2e`` sets it: there, no engine is a failure). ``API_TEST_BASE_IMAGE`` overrides the
 Dockerfile's base image (a mirror, or a local image on machines that cannot pull).
 """
 
@@ -39,11 +40,17 @@ def _docker(*args: str, timeout: float = 120, check: bool = True) -> str:
     return result.stdout
 
 
+def _no_engine(reason: str) -> None:
+    if os.environ.get("API_TEST_REQUIRE_DOCKER"):
+        pytest.fail(f"API_TEST_REQUIRE_DOCKER is set but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def docker_engine() -> None:
-    """Skip the module unless a Docker engine answers."""
+    """Skip the module unless a Docker engine answers (fail if one is required)."""
     if shutil.which("docker") is None:
-        pytest.skip("no docker CLI on PATH: the image test needs a Docker engine")
+        _no_engine("no docker CLI on PATH: the image test needs a Docker engine")
     try:
         result = subprocess.run(
             ["docker", "info", "--format", "{{.ServerVersion}}"],
@@ -53,10 +60,10 @@ def docker_engine() -> None:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        pytest.skip("`docker info` timed out: no Docker engine reachable")
+        _no_engine("`docker info` timed out: no Docker engine reachable")
     if result.returncode != 0:
         reason = " ".join(result.stderr.split())[:200]
-        pytest.skip(f"no Docker engine reachable (`docker info` failed: {reason})")
+        _no_engine(f"no Docker engine reachable (`docker info` failed: {reason})")
 
 
 @pytest.fixture(scope="module")

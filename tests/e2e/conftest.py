@@ -23,7 +23,7 @@ STATE = Path(os.environ.get("LOCAL_CLOUD_STATE", ROOT / ".state" / "local-cloud-
 
 @pytest.fixture(scope="session")
 def local_cloud() -> Iterator[dict[str, str]]:
-    """docker + base image + registry + Cloud Run stand-in; the env that aims tools at them."""
+    """docker + base image + registry + MLflow server + Cloud Run stand-in; the env for them."""
     missing = [
         tool
         for tool in ("dockerd", "docker-registry", "debootstrap", "gcloud")
@@ -34,15 +34,18 @@ def local_cloud() -> Iterator[dict[str, str]]:
             f"the end-to-end suite needs {', '.join(missing)} (run .ci/run or apt-get install them)"
         )
     cloud = LocalCloud(STATE)
+    # Started by the caller (nox -s e2e runs the API image test on it first): the caller stops it.
+    owned = not all(cloud.status().values())
     try:
-        env = cloud.up(["docker", "base", "registry", "cloudrun"])
+        env = cloud.up(["docker", "base", "registry", "mlflow", "cloudrun"])
     except LocalCloudError as err:
         cloud.down()
         pytest.fail(f"local cloud did not start: {err}")
     try:
         yield {**os.environ, **env}
     finally:
-        cloud.down()
+        if owned:
+            cloud.down()
 
 
 def run(
