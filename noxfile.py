@@ -135,6 +135,16 @@ def e2e(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks, not tests: our API vs `mlflow models serve`, cold start, batch, image size,
+    feature step at 1 M and 10 M events, local pipeline; writes docs/benchmarks.md.
+    Options after `--`, e.g. `nox -s bench -- --only serving,batch` (see --help)."""
+    _install_training(session)
+    session.install("-e", str(API_DIR))
+    session.run("python", "scripts/benchmark.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def train(session: nox.Session) -> None:
     """Train on the default (generated) data and log to MLflow; extra args go to kedro run."""
     _install_training(session)
