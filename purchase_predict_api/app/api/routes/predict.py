@@ -13,7 +13,6 @@ from app.models import (
     MAX_SESSIONS,
     SESSION_EXAMPLE,
     ErrorMessage,
-    Prediction,
     PredictionResponse,
     PredictRequest,
 )
