@@ -22,17 +22,20 @@ from pydantic import ValidationError
 
 from app.core.config import Settings
 from app.core.model import (
+    COMPILED_FILE,
     PREPARED_FILE,
     PREPARED_RECORD,
     ModelLoadError,
-    _load_prepared,
+    _prepared_record_matches,
     load_model,
     load_model_dir,
     prepare_model_dir,
+    sessions_frame,
 )
+from app.core.native import NativeBooster, NativeLightGBMError
 from app.core.registry import META_FILE, ModelMeta, ModelSourceError, parse_model_uri
 from app.main import create_app
-from app.models import SESSION_EXAMPLE
+from app.models import SESSION_EXAMPLE, Session
 
 BAKE_SCRIPT = Path(bake_model.__file__)
 SKOPS_TRUSTED_TYPES = [
@@ -240,8 +243,8 @@ def test_a_failed_load_fails_the_start(baked_model_dir: Path, tmp_path: Path) ->
         pass
 
 
-def test_prepared_pickle_serves_the_same_predictions(
-    baked_model_dir: Path, tmp_path: Path, make_sessions
+def test_prepared_files_serve_the_same_predictions(
+    baked_model_dir: Path, tmp_path: Path, make_sessions, as_json_records
 ) -> None:
     model_dir = _copy(baked_model_dir, tmp_path)
     result = subprocess.run(
@@ -253,12 +256,86 @@ def test_prepared_pickle_serves_the_same_predictions(
     )
     assert result.returncode == 0, result.stderr
     assert (model_dir / PREPARED_FILE).is_file()
+    assert (model_dir / COMPILED_FILE).is_file()
+    assert json.loads((model_dir / PREPARED_RECORD).read_text())["compiled"] == COMPILED_FILE
 
     frame = make_sessions(50, 5)
-    prepared = load_model_dir(model_dir).estimator
+    sessions = [Session.model_validate(r) for r in as_json_records(frame)]
+    started = load_model_dir(model_dir)
     original = load_model_dir(model_dir, use_prepared=False).estimator
-    assert _load_prepared(model_dir, model_dir / "model.skops") is not None
-    np.testing.assert_array_equal(prepared.predict_proba(frame), original.predict_proba(frame))
+    assert _prepared_record_matches(model_dir, model_dir / "model.skops")
+    # Started from the compiled form alone: no estimator, LightGBM through its C library.
+    assert started.estimator is None
+    assert isinstance(started.compiled.booster, NativeBooster)
+    np.testing.assert_allclose(
+        started.purchase_probabilities(sessions),
+        original.predict_proba(sessions_frame(sessions))[:, 1],
+        rtol=0,
+        atol=1e-12,
+    )
+
+
+def test_a_prepared_start_imports_neither_scikit_learn_nor_pandas(
+    baked_model_dir: Path, tmp_path: Path, registered_model
+) -> None:
+    model_dir = _copy(baked_model_dir, tmp_path)
+    prepare_model_dir(model_dir)
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from app.core.model import load_model_dir\n"
+        "from app.models import SESSION_EXAMPLE, Session\n"
+        "model = load_model_dir(Path(sys.argv[1]))\n"
+        "p = model.purchase_probabilities([Session.model_validate(SESSION_EXAMPLE)])\n"
+        "print(json.dumps({'p': float(p[0]), 'loaded': sorted(m for m in"
+        " ('sklearn', 'pandas', 'lightgbm', 'mlflow') if m in sys.modules)}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.splitlines()[-1])
+
+    assert answer["loaded"] == []
+    expected = registered_model.estimator.predict_proba(
+        sessions_frame([Session.model_validate(SESSION_EXAMPLE)])
+    )[0, 1]
+    assert answer["p"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_damaged_compiled_file_falls_back_to_the_pickle(
+    baked_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir = _copy(baked_model_dir, tmp_path)
+    prepare_model_dir(model_dir)
+    (model_dir / COMPILED_FILE).write_text('{"format": 1, "booster": "not a model"}')
+
+    model = load_model_dir(model_dir)
+
+    assert f"ignoring {COMPILED_FILE}" in caplog.text
+    assert model.estimator is not None  # the prepared pickle, compiled again in memory
+    assert model.compiled is not None
+    assert model.meta.version == "1"
+
+
+def test_native_booster_answers_as_lightgbm(registered_model, make_sessions) -> None:
+    booster = registered_model.estimator.named_steps["classifier"].booster_
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(200, booster.num_feature())) * 50
+    matrix[::7, 0] = np.nan
+
+    native = NativeBooster(booster.model_to_string())
+
+    assert native.num_feature() == booster.num_feature()
+    np.testing.assert_array_equal(native.predict(matrix), booster.predict(matrix))
+    with pytest.raises(NativeLightGBMError, match="features"):
+        native.predict(matrix[:, :3])
+    with pytest.raises(NativeLightGBMError):
+        NativeBooster("not a model")
 
 
 def test_a_prepared_pickle_from_other_libraries_is_ignored(
@@ -270,10 +347,12 @@ def test_a_prepared_pickle_from_other_libraries_is_ignored(
     record["libraries"]["scikit-learn"] = "0.0.1"
     (model_dir / PREPARED_RECORD).write_text(json.dumps(record))
 
-    assert _load_prepared(model_dir, model_dir / "model.skops") is None
+    assert not _prepared_record_matches(model_dir, model_dir / "model.skops")
     assert "['libraries'] changed" in caplog.text
-    # The MLflow format is read instead: the model still loads.
-    assert load_model_dir(model_dir).meta.version == "1"
+    # The MLflow format is read instead: the model still loads, and compiles in memory.
+    model = load_model_dir(model_dir)
+    assert model.meta.version == "1"
+    assert model.estimator is not None
 
 
 def test_prepare_cli_refuses_a_directory_without_a_model(tmp_path: Path) -> None:

@@ -5,10 +5,13 @@ file says) without importing MLflow, which keeps the image small and the cold st
 The model is trusted: it comes from our own registry, and skops' allow-list is the one MLflow
 recorded when the model was logged.
 
-Loading skops imports every scikit-learn estimator (seconds). The image build therefore runs
+Importing scikit-learn alone takes seconds on a small CPU. The image build therefore runs
 :func:`prepare_model_dir` once: the estimator, loaded the safe way, is re-written as a pickle
-beside it, with a record of the source file's hash and the library versions. At start the
-pickle is used only when that record matches exactly; otherwise the MLflow format is read.
+beside it and, when it is the training pipeline, as its compiled form (:class:`CompiledPipeline`:
+code tables + LightGBM's text model, checked against ``predict_proba``), with a record of the
+source file's hash and the library versions. At start those files are used only when the
+record matches exactly: the compiled form first (no scikit-learn, no pandas, LightGBM through
+its C library), then the pickle; otherwise the MLflow format is read.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from app.core.config import Settings
 from app.core.registry import ModelMeta, ModelSourceError, fetch_model, read_mlmodel
 from app.models import SESSION_EXAMPLE, Session
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ PINNED_LIBRARIES = ("scikit-learn", "lightgbm", "skops", "numpy", "pandas", "sci
 # Written by prepare_model_dir at image build: the estimator as a pickle, and its provenance.
 PREPARED_FILE = "serving_model.pkl"
 PREPARED_RECORD = "serving_model.json"
+# Also written then, when the model compiles: what a start needs, without scikit-learn.
+COMPILED_FILE = "serving_compiled.json"
 
 
 class ModelLoadError(ModelSourceError):
@@ -56,7 +63,7 @@ class ModelLoadError(ModelSourceError):
 class LoadedModel:
     """The estimator, the registered version it is, and its compiled form when it has one."""
 
-    estimator: Any
+    estimator: Any  # None when started from the compiled form alone
     meta: ModelMeta
     compiled: CompiledPipeline | None = None
 
@@ -81,12 +88,43 @@ class CompiledPipeline:
     """
 
     def __init__(
-        self, categorical: list[tuple[str, dict[Any, float]]], numeric: list[str], booster: Any
+        self,
+        categorical: list[tuple[str, dict[Any, float]]],
+        numeric: list[str],
+        booster: Any,
+        num_iteration: int = 0,
     ) -> None:
         self.categorical = categorical
         self.numeric = numeric
-        self.booster = booster
+        self.booster = booster  # lightgbm.Booster or app.core.native.NativeBooster
+        self.num_iteration = num_iteration
         self.width = len(categorical) + len(numeric)
+
+    def save(self, path: Path) -> None:
+        """The compiled form as JSON: code tables, numeric columns, the booster's text model."""
+        document = {
+            "format": 1,
+            "categorical": [[name, codes] for name, codes in self.categorical],
+            "numeric": self.numeric,
+            "num_iteration": self.num_iteration,
+            "booster": self.booster.model_to_string(),
+        }
+        path.write_text(json.dumps(document), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> CompiledPipeline:
+        """Read :meth:`save`'s file; the booster runs on lib_lightgbm directly (no sklearn)."""
+        from app.core.native import NativeBooster  # noqa: PLC0415
+
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format") != 1:
+            raise ValueError(f"unknown format {document.get('format')!r}")
+        booster = NativeBooster(document["booster"], document["num_iteration"])
+        categorical = [(str(name), dict(codes)) for name, codes in document["categorical"]]
+        compiled = cls(categorical, list(document["numeric"]), booster, document["num_iteration"])
+        if compiled.width != booster.num_feature():
+            raise ValueError(f"{compiled.width} columns for {booster.num_feature()} features")
+        return compiled
 
     @classmethod
     def compile(cls, estimator: Any) -> CompiledPipeline | None:
@@ -105,7 +143,7 @@ class CompiledPipeline:
         names = [n for n, _ in categorical] + numeric
         if len(names) != booster.num_feature() or any(n not in FEATURE_DTYPES for n in names):
             return None
-        return cls(categorical, numeric, booster)
+        return cls(categorical, numeric, booster, max(0, int(booster.best_iteration or 0)))
 
     def predict(self, sessions: Sequence[Session]) -> np.ndarray:
         """Purchase probabilities: one float matrix, one booster call."""
@@ -120,6 +158,10 @@ class CompiledPipeline:
             column += 1
         # Small requests: one thread (no OpenMP start-up); big batches: every core.
         threads = 1 if len(sessions) < 1000 else 0
+        if self.num_iteration > 0:
+            return self.booster.predict(
+                matrix, num_iteration=self.num_iteration, num_threads=threads
+            )
         return self.booster.predict(matrix, num_threads=threads)
 
 
@@ -167,6 +209,8 @@ def _nan_for_unknown(encoder: Any) -> bool:
 
 def sessions_frame(sessions: Sequence[Session]) -> pd.DataFrame:
     """One row per session, feature columns in contract order and types (missing text = NaN)."""
+    import pandas as pd  # noqa: PLC0415 - only the scikit-learn path needs it (cold start)
+
     columns: dict[str, pd.Series] = {}
     for name, dtype in FEATURE_DTYPES.items():
         values = [getattr(session, name) for session in sessions]
@@ -190,14 +234,25 @@ def load_model(settings: Settings) -> LoadedModel:
 
 
 def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel:
-    """Read, check and warm up the model of a baked directory."""
+    """Read, check and warm up the model of a baked directory.
+
+    Prepared at image build (``python -m app.prepare``), the directory holds the compiled form,
+    checked there against ``predict_proba``: a start then needs neither scikit-learn nor
+    pandas. Otherwise the estimator is read (the prepared pickle, else its MLflow format),
+    checked, and compiled in memory when it can be.
+    """
     meta = ModelMeta.read(model_dir)
     mlmodel = read_mlmodel(model_dir)
     flavor = (mlmodel.get("flavors") or {}).get("sklearn")
     if not isinstance(flavor, dict) or "pickled_model" not in flavor:
         raise ModelLoadError(f"{model_dir}/MLmodel has no sklearn flavor with a pickled_model")
     source = model_dir / flavor["pickled_model"]
-    estimator = _load_prepared(model_dir, source) if use_prepared else None
+    prepared = use_prepared and _prepared_record_matches(model_dir, source)
+    if prepared and (compiled := _load_compiled(model_dir)) is not None:
+        model = LoadedModel(estimator=None, meta=meta, compiled=compiled)
+        _warm_up(model, model_dir)
+        return model
+    estimator = _load_prepared(model_dir) if prepared else None
     if estimator is None:
         estimator = _deserialize(
             source,
@@ -213,33 +268,59 @@ def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel
 
 
 def prepare_model_dir(model_dir: Path) -> LoadedModel:
-    """Load the model from its MLflow format, check it, and write the fast-start pickle."""
+    """Load the model from its MLflow format, check it, and write the fast-start files."""
     model = load_model_dir(model_dir, use_prepared=False)
     source = model_dir / read_mlmodel(model_dir)["flavors"]["sklearn"]["pickled_model"]
     with (model_dir / PREPARED_FILE).open("wb") as handle:
         pickle.dump(model.estimator, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    record = {"source": source.name, "source_sha256": _sha256(source), **_runtime()}
+    compiled_file = model_dir / COMPILED_FILE
+    compiled_file.unlink(missing_ok=True)
+    if model.compiled is not None:
+        model.compiled.save(compiled_file)
+        if not _same_answers(CompiledPipeline.load(compiled_file), model.estimator):
+            logger.warning("compiled form read back disagrees with predict_proba: not kept")
+            compiled_file.unlink()
+    record = {
+        "source": source.name,
+        "source_sha256": _sha256(source),
+        **_runtime(),
+        "compiled": compiled_file.name if compiled_file.exists() else None,
+    }
     (model_dir / PREPARED_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return model
 
 
-def _load_prepared(model_dir: Path, source: Path) -> Any | None:
-    """The prepared pickle when it was made from ``source`` by these exact libraries, else None."""
+def _prepared_record_matches(model_dir: Path, source: Path) -> bool:
+    """The prepared files were made from ``source`` by these exact libraries."""
     record_path = model_dir / PREPARED_RECORD
     if not record_path.exists():
-        return None
+        return False
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         current = {"source": source.name, "source_sha256": _sha256(source), **_runtime()}
     except (OSError, ValueError) as err:
         logger.warning("ignoring %s: %s", record_path, err)
+        return False
+    changed = sorted(k for k in current if record.get(k) != current[k])
+    if changed:
+        logger.warning("ignoring the prepared model: %s changed since it was written", changed)
+        return False
+    return True
+
+
+def _load_compiled(model_dir: Path) -> CompiledPipeline | None:
+    path = model_dir / COMPILED_FILE
+    if not path.exists():
         return None
-    if record != current:
-        changed = sorted(
-            k for k in current.keys() | record.keys() if record.get(k) != current.get(k)
-        )
-        logger.warning("ignoring %s: %s changed since it was written", PREPARED_FILE, changed)
+    try:
+        return CompiledPipeline.load(path)
+    except Exception as err:  # a damaged file only costs the fast start
+        logger.warning("ignoring %s: %s: %s", COMPILED_FILE, type(err).__name__, err)
         return None
+
+
+def _load_prepared(model_dir: Path) -> Any | None:
+    """The prepared pickle (its record already checked), or None."""
     try:
         with (model_dir / PREPARED_FILE).open("rb") as handle:
             return pickle.load(handle)
@@ -336,6 +417,12 @@ def _check_sessions() -> list[Session]:
     return [Session.model_validate({**SESSION_EXAMPLE, **v}) for v in variants]
 
 
+def _same_answers(compiled: CompiledPipeline, estimator: Any) -> bool:
+    sessions = _check_sessions()
+    expected = estimator.predict_proba(sessions_frame(sessions))[:, 1]
+    return bool(np.allclose(compiled.predict(sessions), expected, rtol=0, atol=1e-9))
+
+
 def _compile_checked(estimator: Any) -> CompiledPipeline | None:
     """The compiled pipeline when it gives ``predict_proba``'s answers, else None (logged)."""
     try:
@@ -343,16 +430,11 @@ def _compile_checked(estimator: Any) -> CompiledPipeline | None:
         if compiled is None:
             logger.info("model served through scikit-learn (no compiled form for its structure)")
             return None
-        sessions = _check_sessions()
-        expected = estimator.predict_proba(sessions_frame(sessions))[:, 1]
-        got = compiled.predict(sessions)
+        if not _same_answers(compiled, estimator):
+            logger.warning("model not compiled: it disagrees with predict_proba")
+            return None
     except Exception as err:  # the scikit-learn path stays available
         logger.warning("model not compiled: %s: %s", type(err).__name__, err)
-        return None
-    if not np.allclose(got, expected, rtol=0, atol=1e-9):
-        logger.warning(
-            "model not compiled: it disagrees with predict_proba (%s vs %s)", got, expected
-        )
         return None
     return compiled
 
