@@ -140,7 +140,7 @@ def bench(session: nox.Session) -> None:
     feature step at 1 M and 10 M events, local pipeline; writes docs/benchmarks.md.
     Options after `--`, e.g. `nox -s bench -- --only serving,batch` (see --help)."""
     _install_training(session)
-    session.install("-e", str(API_DIR))
+    session.install("-e", f"{API_DIR}[model]")
     session.run("python", "scripts/benchmark.py", *session.posargs)
 
 
@@ -156,7 +156,7 @@ def train(session: nox.Session) -> None:
 def pipeline(session: nox.Session) -> None:
     """Local pre-production pipeline: train, promote, bake, build, push, deploy, smoke, route."""
     _install_training(session)
-    session.install("-e", str(API_DIR))
+    session.install("-e", f"{API_DIR}[model]")  # the uvicorn fallback reads the MLflow format
     session.run("python", "scripts/local_pipeline.py", *session.posargs)
 
 

@@ -697,41 +697,50 @@ class Bench:
             subprocess.run(["git", *args], cwd=copy, check=True, capture_output=True)
         env = {k: v for k, v in self.env.items() if k != "MLFLOW_TRACKING_URI"}
         runs = {}
-        for label in ("cold", "warm"):
-            if label == "warm":
-                main = copy / "purchase_predict_api" / "app" / "main.py"
-                main.write_text(main.read_text() + "# one-line change (benchmark)\n")
-            say(f"local pipeline, {label} run")
-            started = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "scripts/local_pipeline.py", "--state", str(self.work / "cloud")],
-                cwd=copy,
-                env=env,
-                capture_output=True,
-                text=True,
+        try:
+            for label in ("cold", "warm"):
+                if label == "warm":
+                    main = copy / "purchase_predict_api" / "app" / "main.py"
+                    main.write_text(main.read_text() + "# one-line change (benchmark)\n")
+                say(f"local pipeline, {label} run")
+                started = time.perf_counter()
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        "scripts/local_pipeline.py",
+                        "--state",
+                        str(self.work / "cloud"),
+                    ],
+                    cwd=copy,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                total = time.perf_counter() - started
+                (self.work / f"pipeline-{label}.log").write_text(done.stdout + done.stderr)
+                if done.returncode != 0:
+                    raise RuntimeError(
+                        f"local pipeline failed: see {self.work}/pipeline-{label}.log"
+                    )
+                stages = next(
+                    line.removeprefix("stages: ")
+                    for line in done.stdout.splitlines()
+                    if line.startswith("stages: ")
+                )
+                runs[label] = {"total_s": total, "stages": stages}
+        finally:  # the stand-ins it started, whatever happened
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "scripts/local_cloud.py"),
+                    "--state",
+                    str(self.work / "cloud"),
+                    "down",
+                ],
                 check=False,
+                capture_output=True,
             )
-            total = time.perf_counter() - started
-            (self.work / f"pipeline-{label}.log").write_text(done.stdout + done.stderr)
-            if done.returncode != 0:
-                raise RuntimeError(f"local pipeline failed: see {self.work}/pipeline-{label}.log")
-            stages = next(
-                line.removeprefix("stages: ")
-                for line in done.stdout.splitlines()
-                if line.startswith("stages: ")
-            )
-            runs[label] = {"total_s": total, "stages": stages}
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "scripts/local_cloud.py"),
-                "--state",
-                str(self.work / "cloud"),
-                "down",
-            ],
-            check=False,
-            capture_output=True,
-        )
         self.results["pipeline"] = runs
 
 

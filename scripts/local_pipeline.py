@@ -174,6 +174,8 @@ class Pipeline:
 
     def bake(self, model_name: str, alias: str) -> dict[str, str]:
         with self.stage("bake", f"models:/{model_name}@{alias} into the build context"):
+            # The previous run's bake: generated (git-ignored), replaced on every run.
+            shutil.rmtree(API_DIR / BAKED_MODEL_DIR, ignore_errors=True)
             return self.python_script(
                 "bake_model.py",
                 f"--model-uri=models:/{model_name}@{alias}",

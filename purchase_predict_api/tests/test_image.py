@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from app.models import SESSION_EXAMPLE
+from app.core.model import sessions_frame
+from app.models import SESSION_EXAMPLE, Session
 
 API_DIR = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT_S = 1200
@@ -132,6 +133,22 @@ def test_image_holds_no_credentials_file(image: str) -> None:
     assert found.strip() == ""
 
 
+def test_image_ships_neither_scikit_learn_nor_pandas(image: str) -> None:
+    # The build stage reads the model with them; the image serves its compiled form without.
+    found = _docker(
+        "run",
+        "--rm",
+        "--network=host",
+        image,
+        "python",
+        "-c",
+        "import importlib.util as u; "
+        "print(*[m for m in ('sklearn', 'pandas', 'scipy', 'skops', 'mlflow') if u.find_spec(m)])",
+    )
+
+    assert found.strip() == ""
+
+
 def test_image_serves_a_prediction_on_port(image: str, free_port, registered_model) -> None:
     port = free_port()
     container = _docker(
@@ -164,6 +181,9 @@ def test_image_serves_a_prediction_on_port(image: str, free_port, registered_mod
         _docker("stop", "--time", "10", container, check=False)
 
     assert body["model_version"] == registered_model.version
-    assert 0 <= body["predictions"][0]["probability"] <= 1
+    expected = registered_model.estimator.predict_proba(
+        sessions_frame([Session.model_validate(SESSION_EXAMPLE)])
+    )[0, 1]
+    assert body["predictions"][0]["probability"] == pytest.approx(expected, abs=1e-12)
     assert version["git_sha"] == "c0ffee0123"
     assert version["model_alias"] == registered_model.alias

@@ -349,10 +349,16 @@ def test_a_prepared_pickle_from_other_libraries_is_ignored(
 
     assert not _prepared_record_matches(model_dir, model_dir / "model.skops")
     assert "['libraries'] changed" in caplog.text
-    # The MLflow format is read instead: the model still loads, and compiles in memory.
+    # The compiled form needs LightGBM alone: still used.
+    assert load_model_dir(model_dir).estimator is None
+    # Written for another LightGBM, it is not: the MLflow format is read instead (the pickle's
+    # libraries changed too), and the model still loads and compiles in memory.
+    record["compiled_lightgbm"] = "0.0.1"
+    (model_dir / PREPARED_RECORD).write_text(json.dumps(record))
     model = load_model_dir(model_dir)
     assert model.meta.version == "1"
     assert model.estimator is not None
+    assert model.compiled is not None
 
 
 def test_prepare_cli_refuses_a_directory_without_a_model(tmp_path: Path) -> None:

@@ -247,11 +247,15 @@ def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel
     if not isinstance(flavor, dict) or "pickled_model" not in flavor:
         raise ModelLoadError(f"{model_dir}/MLmodel has no sklearn flavor with a pickled_model")
     source = model_dir / flavor["pickled_model"]
-    prepared = use_prepared and _prepared_record_matches(model_dir, source)
-    if prepared and (compiled := _load_compiled(model_dir)) is not None:
+    if use_prepared and _compiled_record_matches(model_dir, source):
+        compiled = _load_compiled(model_dir)
+    else:
+        compiled = None
+    if compiled is not None:
         model = LoadedModel(estimator=None, meta=meta, compiled=compiled)
         _warm_up(model, model_dir)
         return model
+    prepared = use_prepared and _prepared_record_matches(model_dir, source)
     estimator = _load_prepared(model_dir) if prepared else None
     if estimator is None:
         estimator = _deserialize(
@@ -285,6 +289,8 @@ def prepare_model_dir(model_dir: Path) -> LoadedModel:
         "source_sha256": _sha256(source),
         **_runtime(),
         "compiled": compiled_file.name if compiled_file.exists() else None,
+        # What the compiled form needs: LightGBM's library reading its own text format.
+        "compiled_lightgbm": _version("lightgbm"),
     }
     (model_dir / PREPARED_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return model
@@ -306,6 +312,28 @@ def _prepared_record_matches(model_dir: Path, source: Path) -> bool:
         logger.warning("ignoring the prepared model: %s changed since it was written", changed)
         return False
     return True
+
+
+def _compiled_record_matches(model_dir: Path, source: Path) -> bool:
+    """A compiled form was written from ``source`` for this LightGBM (the image's runtime stage
+    has no scikit-learn, pandas or skops: only these two matter to it)."""
+    try:
+        record = json.loads((model_dir / PREPARED_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        record.get("compiled") == COMPILED_FILE
+        and record.get("source") == source.name
+        and record.get("source_sha256") == _sha256(source)
+        and record.get("compiled_lightgbm") == _version("lightgbm")
+    )
+
+
+def _version(library: str) -> str | None:
+    try:
+        return metadata.version(library)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _load_compiled(model_dir: Path) -> CompiledPipeline | None:
@@ -331,12 +359,7 @@ def _load_prepared(model_dir: Path) -> Any | None:
 
 def _runtime() -> dict[str, Any]:
     """Python and library versions a pickle is only valid for."""
-    libraries = {}
-    for library in PINNED_LIBRARIES:
-        try:
-            libraries[library] = metadata.version(library)
-        except metadata.PackageNotFoundError:
-            libraries[library] = None
+    libraries = {library: _version(library) for library in PINNED_LIBRARIES}
     return {"python": platform.python_version(), "libraries": libraries}
 
 
@@ -356,6 +379,11 @@ def _deserialize(path: Path, serialization_format: str, trusted_types: list[str]
             # cloudpickle output is standard pickle once the classes it names are importable.
             with path.open("rb") as handle:
                 return pickle.load(handle)
+    except ModuleNotFoundError as err:
+        raise ModelLoadError(
+            f"cannot load {path} ({serialization_format}): {err}; reading a model's MLflow "
+            "format needs the [model] extra (pandas, scikit-learn, skops)"
+        ) from err
     except Exception as err:
         raise ModelLoadError(
             f"cannot load {path} ({serialization_format}): {type(err).__name__}: {err}"
