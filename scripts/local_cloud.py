@@ -37,8 +37,16 @@ from pathlib import Path
 from cloud_run_standin import gcloud_env  # scripts/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
+# /etc/apt/apt.conf.d/docker-clean of the official debian images (python:3.11-slim's base).
+APT_DOCKER_CLEAN = """\
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+"""
 DEFAULT_STATE = ROOT / ".state" / "local-cloud"
-BASE_IMAGE = "local/python-base:bookworm"
+# The tag names the recipe: change it when the recipe changes, so caches are rebuilt.
+BASE_IMAGE = "local/python-base:bookworm-slim"
 REGISTRY_PORT = 5000
 COMPONENTS = ("docker", "base", "registry", "mlflow", "cloudrun")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -241,6 +249,14 @@ class LocalCloud:
             shutil.copy(
                 "/etc/ssl/certs/ca-certificates.crt", rootfs / "etc/ssl/certs/ca-certificates.crt"
             )
+            # As Debian's own container images: no package caches, and apt keeps none.
+            (rootfs / "etc/apt/apt.conf.d/docker-clean").write_text(APT_DOCKER_CLEAN)
+            for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                for entry in (rootfs / cache).glob("*"):
+                    if entry.is_file():
+                        entry.unlink()
+            for binary_cache in (rootfs / "var/cache/apt").glob("*.bin"):
+                binary_cache.unlink()
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
             imported = subprocess.run(
                 ["docker", "import", "-", BASE_IMAGE],
