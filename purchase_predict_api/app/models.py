@@ -6,17 +6,24 @@ A session's fields are the model contract's feature columns (the primary table m
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
     Tag,
-    field_validator,
+    TypeAdapter,
+    with_config,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+from typing_extensions import TypedDict  # pydantic needs its TypedDict before Python 3.12
 
 # Largest batch one request may carry (the 10,000-session benchmark fits).
 MAX_SESSIONS = 10_000
@@ -31,14 +38,57 @@ MAX_DURATION_SECONDS = 1_000_000_000.0
 MAX_PRODUCT_ID = 2**53 - 1
 
 
-def _integral_number(value: Any) -> Any:
-    """17.0 is the integer 17 in JSON (and JSON Schema); 17.5 and "17" still fail strictly."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+def _whole_number(value: float) -> int:
+    if value.is_integer():
+        return int(value)
+    raise PydanticCustomError("int_type", "Input should be a valid integer")
 
 
-# A strict integer that, like JSON Schema's "integer", also accepts a number with no fraction.
-Integer = Annotated[int, BeforeValidator(_integral_number)]
-Category = Annotated[str | None, Field(max_length=MAX_TEXT_LENGTH)]
+@dataclass(frozen=True)
+class WholeNumber:
+    """A strict integer in ``[ge, le]`` that, like JSON Schema's "integer", also accepts a number
+    with no fraction (17.0 is the integer 17; 17.5, "17" and true are refused).
+
+    Built from pydantic-core's own validators, so an integer input never calls Python: a
+    ``BeforeValidator`` on the eight integer fields cost 20 of a 10,000-session batch's 40 ms of
+    validation.
+    """
+
+    ge: int
+    le: int
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        """Strict int, else a strict float with no fraction made int; then the bounds."""
+        from_float = core_schema.chain_schema(
+            [
+                core_schema.float_schema(strict=True),
+                core_schema.no_info_plain_validator_function(_whole_number),
+            ]
+        )
+        number = core_schema.union_schema(
+            [core_schema.int_schema(strict=True), from_float], custom_error_type="int_type"
+        )
+        bounds = core_schema.int_schema(ge=self.ge, le=self.le, strict=True)
+        return core_schema.chain_schema([number, bounds])
+
+    def __get_pydantic_json_schema__(
+        self, schema: Any, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """An integer with its bounds, as a client sees it."""
+        return handler(core_schema.int_schema(ge=self.ge, le=self.le))
+
+
+def _count(description: str) -> Any:
+    return Annotated[int, WholeNumber(0, MAX_COUNT), Field(description=description)]
+
+
+# Text fields: validated by pydantic-core alone. "" (like null or absence) is an unknown value
+# to the model: the prediction treats both alike (app.core.model), as training's data does.
+Brand = Annotated[
+    str | None,
+    StringConstraints(strip_whitespace=True, to_lower=True, max_length=MAX_TEXT_LENGTH),
+    Field(description="Brand, trimmed and lower-cased as in training; null when unknown."),
+]
 
 SESSION_EXAMPLE: dict[str, Any] = {
     "product_id": 1005115,
@@ -57,48 +107,60 @@ SESSION_EXAMPLE: dict[str, Any] = {
 }
 
 
-class Session(BaseModel):
+@with_config(
+    ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [SESSION_EXAMPLE]})
+)
+class Session(TypedDict):
     """One (session, product) that reached the cart: the model's feature columns."""
 
-    model_config = ConfigDict(
-        strict=True, extra="forbid", json_schema_extra={"examples": [SESSION_EXAMPLE]}
-    )
+    # A typed dict rather than a model class: validating 10,000 of them takes half the time,
+    # and the prediction reads them as columns anyway. Absent text fields are unknown values.
 
-    product_id: Integer = Field(ge=0, le=MAX_PRODUCT_ID, description="Product identifier.")
-    brand: Category = Field(default=None, description="Brand; null when unknown.")
-    price: float = Field(ge=0, lt=MAX_PRICE, allow_inf_nan=False, description="Unit price.")
-    num_views_session: Integer = Field(
-        ge=0, le=MAX_COUNT, description="Product views in this session."
-    )
-    num_views_product: Integer = Field(
-        ge=0, le=MAX_COUNT, description="Views of this product in this session."
-    )
-    category: Category = Field(default=None, description="Top-level category; null if unknown.")
-    sub_category: Category = Field(default=None, description="Sub-category; null if unknown.")
-    hour: Integer = Field(ge=0, le=23, description="Hour of the cart event.")
-    minute: Integer = Field(ge=0, le=59, description="Minute of the cart event.")
-    weekday: Integer = Field(ge=0, le=6, description="Day of the week, Monday = 0.")
-    duration: float = Field(
-        ge=0, le=MAX_DURATION_SECONDS, allow_inf_nan=False, description="Session length, seconds."
-    )
-    num_prev_sessions: Integer = Field(
-        ge=0, le=MAX_COUNT, description="Earlier sessions of the user."
-    )
-    num_prev_product_views: Integer = Field(
-        ge=0, le=MAX_COUNT, description="Earlier views of this product by the user."
-    )
+    product_id: Annotated[
+        int, WholeNumber(0, MAX_PRODUCT_ID), Field(description="Product identifier.")
+    ]
+    brand: NotRequired[Brand]
+    price: Annotated[
+        float, Field(ge=0, lt=MAX_PRICE, allow_inf_nan=False, description="Unit price.")
+    ]
+    num_views_session: _count("Product views in this session.")
+    num_views_product: _count("Views of this product in this session.")
+    category: NotRequired[
+        Annotated[
+            str | None,
+            Field(max_length=MAX_TEXT_LENGTH, description="Top-level category; null if unknown."),
+        ]
+    ]
+    sub_category: NotRequired[
+        Annotated[
+            str | None,
+            Field(max_length=MAX_TEXT_LENGTH, description="Sub-category; null if unknown."),
+        ]
+    ]
+    hour: Annotated[int, WholeNumber(0, 23), Field(description="Hour of the cart event.")]
+    minute: Annotated[int, WholeNumber(0, 59), Field(description="Minute of the cart event.")]
+    weekday: Annotated[int, WholeNumber(0, 6), Field(description="Day of the week, Monday = 0.")]
+    duration: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=MAX_DURATION_SECONDS,
+            allow_inf_nan=False,
+            description="Session length, seconds.",
+        ),
+    ]
+    num_prev_sessions: _count("Earlier sessions of the user.")
+    num_prev_product_views: _count("Earlier views of this product by the user.")
 
-    @field_validator("brand")
-    @classmethod
-    def _brand_as_in_training(cls, brand: str | None) -> str | None:
-        """Trimmed and lower-cased, empty is null: the data contract's brand."""
-        return (brand.strip().lower() or None) if brand is not None else None
 
-    @field_validator("category", "sub_category")
-    @classmethod
-    def _empty_category_is_null(cls, value: str | None) -> str | None:
-        """An empty category code part is null in the data contract."""
-        return value or None
+# The session fields that hold text.
+TEXT_FIELDS = frozenset({"brand", "category", "sub_category"})
+_SESSION = TypeAdapter(Session)
+
+
+def validate_session(data: Any) -> Session:
+    """``data`` checked as one session, as the API checks it (ValidationError otherwise)."""
+    return _SESSION.validate_python(data)
 
 
 def _body_kind(value: Any) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from app.core.model import sessions_frame
-from app.models import SESSION_EXAMPLE, Session
+from app.models import SESSION_EXAMPLE, validate_session
 
 API_DIR = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT_S = 1200
@@ -182,7 +182,7 @@ def test_image_serves_a_prediction_on_port(image: str, free_port, registered_mod
 
     assert body["model_version"] == registered_model.version
     expected = registered_model.estimator.predict_proba(
-        sessions_frame([Session.model_validate(SESSION_EXAMPLE)])
+        sessions_frame([validate_session(SESSION_EXAMPLE)])
     )[0, 1]
     assert body["predictions"][0]["probability"] == pytest.approx(expected, abs=1e-12)
     assert version["git_sha"] == "c0ffee0123"

@@ -35,7 +35,7 @@ from app.core.model import (
 from app.core.native import NativeBooster, NativeLightGBMError
 from app.core.registry import META_FILE, ModelMeta, ModelSourceError, parse_model_uri
 from app.main import create_app
-from app.models import SESSION_EXAMPLE, Session
+from app.models import SESSION_EXAMPLE, validate_session
 
 BAKE_SCRIPT = Path(bake_model.__file__)
 SKOPS_TRUSTED_TYPES = [
@@ -260,7 +260,7 @@ def test_prepared_files_serve_the_same_predictions(
     assert json.loads((model_dir / PREPARED_RECORD).read_text())["compiled"] == COMPILED_FILE
 
     frame = make_sessions(50, 5)
-    sessions = [Session.model_validate(r) for r in as_json_records(frame)]
+    sessions = [validate_session(r) for r in as_json_records(frame)]
     started = load_model_dir(model_dir)
     original = load_model_dir(model_dir, use_prepared=False).estimator
     assert _prepared_record_matches(model_dir, model_dir / "model.skops")
@@ -284,9 +284,9 @@ def test_a_prepared_start_imports_neither_scikit_learn_nor_pandas(
         "import json, sys\n"
         "from pathlib import Path\n"
         "from app.core.model import load_model_dir\n"
-        "from app.models import SESSION_EXAMPLE, Session\n"
+        "from app.models import SESSION_EXAMPLE, validate_session\n"
         "model = load_model_dir(Path(sys.argv[1]))\n"
-        "p = model.purchase_probabilities([Session.model_validate(SESSION_EXAMPLE)])\n"
+        "p = model.purchase_probabilities([validate_session(SESSION_EXAMPLE)])\n"
         "print(json.dumps({'p': float(p[0]), 'loaded': sorted(m for m in"
         " ('sklearn', 'pandas', 'lightgbm', 'mlflow') if m in sys.modules)}))\n"
     )
@@ -302,7 +302,7 @@ def test_a_prepared_start_imports_neither_scikit_learn_nor_pandas(
 
     assert answer["loaded"] == []
     expected = registered_model.estimator.predict_proba(
-        sessions_frame([Session.model_validate(SESSION_EXAMPLE)])
+        sessions_frame([validate_session(SESSION_EXAMPLE)])
     )[0, 1]
     assert answer["p"] == pytest.approx(expected, abs=1e-12)
 

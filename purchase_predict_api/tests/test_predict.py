@@ -16,7 +16,7 @@ from app.models import (
     MAX_TEXT_LENGTH,
     SESSION_EXAMPLE,
     PredictionResponse,
-    Session,
+    validate_session,
 )
 
 EXPECTED_FEATURES = [
@@ -38,7 +38,7 @@ EXPECTED_FEATURES = [
 
 def test_session_fields_are_the_contract_feature_columns() -> None:
     assert FEATURE_COLUMNS == EXPECTED_FEATURES
-    frame = sessions_frame([Session.model_validate(SESSION_EXAMPLE)])
+    frame = sessions_frame([validate_session(SESSION_EXAMPLE)])
     assert list(frame.columns) == EXPECTED_FEATURES
     assert frame["product_id"].dtype == "int64"
     assert frame["price"].dtype == "float64"
@@ -58,7 +58,7 @@ def test_predict_one_session(client: TestClient, registered_model) -> None:
     assert body["decision_threshold"] == pytest.approx(registered_model.threshold)
     [prediction] = body["predictions"]
     expected = registered_model.estimator.predict_proba(
-        sessions_frame([Session.model_validate(SESSION_EXAMPLE)])
+        sessions_frame([validate_session(SESSION_EXAMPLE)])
     )[0, 1]
     assert prediction["probability"] == pytest.approx(expected, abs=1e-12)
     assert prediction["purchased"] == (expected >= registered_model.threshold)
@@ -97,10 +97,10 @@ def test_the_training_pipeline_is_compiled_and_agrees_with_predict_proba(
 ) -> None:
     compiled = CompiledPipeline.compile(registered_model.estimator)
     assert compiled is not None
-    sessions = [Session.model_validate(r) for r in as_json_records(make_sessions(500, 3))]
+    sessions = [validate_session(r) for r in as_json_records(make_sessions(500, 3))]
     sessions += [
-        Session.model_validate({**SESSION_EXAMPLE, "brand": None, "category": None}),
-        Session.model_validate({**SESSION_EXAMPLE, "brand": "never-seen", "sub_category": "x"}),
+        validate_session({**SESSION_EXAMPLE, "brand": None, "category": None}),
+        validate_session({**SESSION_EXAMPLE, "brand": "never-seen", "sub_category": "x"}),
     ]
 
     expected = registered_model.estimator.predict_proba(sessions_frame(sessions))[:, 1]
@@ -193,6 +193,9 @@ def test_a_full_batch_fits_the_body_limit_and_is_answered(
         ({"num_views_session": True}, "num_views_session", "int_type"),
         ({"brand": 42}, "brand", "string_type"),
         ({"hour": 24}, "hour", "less_than_equal"),
+        ({"hour": 24.0}, "hour", "less_than_equal"),
+        ({"hour": None}, "hour", "int_type"),
+        ({"product_id": 1e300}, "product_id", "less_than_equal"),
         ({"weekday": -1}, "weekday", "greater_than_equal"),
         ({"price": -0.01}, "price", "greater_than_equal"),
         ({"price": 1e6}, "price", "less_than"),
@@ -236,13 +239,23 @@ def test_non_finite_numbers_are_422_not_500(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("body", "error_type"),
-    [([], "too_short"), ("a session", "model_attributes_type"), (None, "missing")],
+    [([], "too_short"), ("a session", "dict_type"), (None, "missing")],
 )
 def test_empty_or_malformed_bodies_are_422(client: TestClient, body, error_type: str) -> None:
     response = client.post("/predict", json=body)
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == error_type
+
+
+def test_malformed_json_is_422_with_its_position(client: TestClient) -> None:
+    body = json.dumps(SESSION_EXAMPLE)[:-1] + ",}"
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["type"] == "json_invalid"
+    assert error["loc"] == ["body", len(body) - 1]
 
 
 def test_a_body_that_is_not_utf8_is_400(client: TestClient) -> None:

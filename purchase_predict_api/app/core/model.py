@@ -26,13 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import numpy as np
 
 from app.core.config import Settings
 from app.core.registry import ModelMeta, ModelSourceError, fetch_model, read_mlmodel
-from app.models import SESSION_EXAMPLE, Session
+from app.models import SESSION_EXAMPLE, TEXT_FIELDS, Session, validate_session
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 _DTYPES = {int: "int64", float: "float64"}
 # Model input columns in contract order, with the contract's dtypes (strings stay object).
 FEATURE_DTYPES: dict[str, str] = {
-    name: _DTYPES.get(field.annotation, "object")  # type: ignore[arg-type]
-    for name, field in Session.model_fields.items()
+    name: "object" if name in TEXT_FIELDS else _DTYPES[hint]
+    for name, hint in get_type_hints(Session).items()
 }
 FEATURE_COLUMNS = list(FEATURE_DTYPES)
 # Libraries whose version must match training for the estimator to behave the same.
@@ -151,10 +151,11 @@ class CompiledPipeline:
         nan = np.nan
         column = 0
         for name, codes in self.categorical:
-            matrix[:, column] = [codes.get(getattr(s, name), nan) for s in sessions]
+            # Absent, null, "" and values training never saw: all NaN (unknown) to the model.
+            matrix[:, column] = [codes.get(s.get(name), nan) for s in sessions]
             column += 1
         for name in self.numeric:
-            matrix[:, column] = [getattr(s, name) for s in sessions]
+            matrix[:, column] = [s[name] for s in sessions]
             column += 1
         # Small requests: one thread (no OpenMP start-up); big batches: every core.
         threads = 1 if len(sessions) < 1000 else 0
@@ -184,10 +185,11 @@ def _column_plan(columns: Any) -> tuple[list[tuple[str, dict[Any, float]]], list
             numeric.extend(str(n) for n in names)
         elif kind == "OrdinalEncoder" and not numeric and _nan_for_unknown(transformer):
             for name, values in zip(names, transformer.categories_, strict=True):
+                # "" is a missing value to the API (as in the data contract), never a code.
                 codes = {
                     value: float(code)
                     for code, value in enumerate(values.tolist())
-                    if not (isinstance(value, float) and np.isnan(value))
+                    if not (isinstance(value, float) and np.isnan(value)) and value != ""
                 }
                 categorical.append((str(name), codes))
         else:
@@ -213,12 +215,13 @@ def sessions_frame(sessions: Sequence[Session]) -> pd.DataFrame:
 
     columns: dict[str, pd.Series] = {}
     for name, dtype in FEATURE_DTYPES.items():
-        values = [getattr(session, name) for session in sessions]
         if dtype == "object":
-            # NaN, as in training, and object dtype: pandas 3 would infer its own string dtype.
-            columns[name] = pd.Series([np.nan if v is None else v for v in values], dtype=object)
+            # Absent, null or "": NaN, as in training; object dtype, since pandas 3 would infer
+            # its own string dtype.
+            values = [session.get(name) or np.nan for session in sessions]
+            columns[name] = pd.Series(values, dtype=object)
         else:
-            columns[name] = pd.Series(values, dtype=dtype)
+            columns[name] = pd.Series([session[name] for session in sessions], dtype=dtype)
     return pd.DataFrame(columns, columns=FEATURE_COLUMNS)
 
 
@@ -442,7 +445,7 @@ def _check_sessions() -> list[Session]:
         {"price": 0.0, "duration": 0.0, "num_views_session": 0, "num_views_product": 0},
         {"price": 12_345.0, "hour": 23, "minute": 59, "weekday": 6, "num_prev_sessions": 50},
     ]
-    return [Session.model_validate({**SESSION_EXAMPLE, **v}) for v in variants]
+    return [validate_session({**SESSION_EXAMPLE, **v}) for v in variants]
 
 
 def _same_answers(compiled: CompiledPipeline, estimator: Any) -> bool:
@@ -470,7 +473,7 @@ def _compile_checked(estimator: Any) -> CompiledPipeline | None:
 def _warm_up(model: LoadedModel, model_dir: Path) -> None:
     """Predict once at load: a model that cannot answer fails the start, not a request."""
     try:
-        probabilities = model.purchase_probabilities([Session.model_validate(SESSION_EXAMPLE)])
+        probabilities = model.purchase_probabilities([validate_session(SESSION_EXAMPLE)])
     except Exception as err:
         raise ModelLoadError(
             f"{model_dir}: the model fails on an example session: {type(err).__name__}: {err}"
