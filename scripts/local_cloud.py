@@ -368,8 +368,28 @@ class LocalCloud:
                 self._docker("rm", "-f", *leftovers)
         for name in ("mlflow", "registry", "dockerd"):
             self._stop(name)
+        self._unmount_leftovers()
         self.env_file.unlink(missing_ok=True)
         (self.state / "env.sh").unlink(missing_ok=True)
+
+    def _unmount_leftovers(self) -> None:
+        """Unmount what the stopped engine left mounted in the state directory (its network
+        namespace file under ``exec/netns``), so that the directory can be deleted."""
+        root = str(self.state.resolve()) + os.sep
+        try:
+            mounts = Path("/proc/self/mounts").read_text().splitlines()
+        except OSError:
+            return
+        # Mount points escape spaces as \040; deepest first.
+        points = [line.split()[1].replace("\\040", " ") for line in mounts if line.split()]
+        for point in sorted((p for p in points if p.startswith(root)), reverse=True):
+            done = subprocess.run(
+                ["umount", "--lazy", point], check=False, capture_output=True, text=True
+            )
+            if done.returncode == 0:
+                _say(f"unmounted {point}")
+            else:
+                _say(f"cannot unmount {point}: {done.stderr.strip()}")
 
     def status(self) -> dict[str, bool]:
         return {
