@@ -78,8 +78,8 @@ class WholeNumber:
         return handler(core_schema.int_schema(ge=self.ge, le=self.le))
 
 
-def _count(description: str) -> Any:
-    return Annotated[int, WholeNumber(0, MAX_COUNT), Field(description=description)]
+# A count of events or sessions.
+Count = Annotated[int, WholeNumber(0, MAX_COUNT)]
 
 
 # Text fields: validated by pydantic-core alone. "" (like null or absence) is an unknown value
@@ -123,8 +123,8 @@ class Session(TypedDict):
     price: Annotated[
         float, Field(ge=0, lt=MAX_PRICE, allow_inf_nan=False, description="Unit price.")
     ]
-    num_views_session: _count("Product views in this session.")
-    num_views_product: _count("Views of this product in this session.")
+    num_views_session: Annotated[Count, Field(description="Product views in this session.")]
+    num_views_product: Annotated[Count, Field(description="Views of this product in this session.")]
     category: NotRequired[
         Annotated[
             str | None,
@@ -149,8 +149,10 @@ class Session(TypedDict):
             description="Session length, seconds.",
         ),
     ]
-    num_prev_sessions: _count("Earlier sessions of the user.")
-    num_prev_product_views: _count("Earlier views of this product by the user.")
+    num_prev_sessions: Annotated[Count, Field(description="Earlier sessions of the user.")]
+    num_prev_product_views: Annotated[
+        Count, Field(description="Earlier views of this product by the user.")
+    ]
 
 
 # The session fields that hold text.
