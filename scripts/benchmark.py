@@ -948,6 +948,11 @@ def _image_section(image: dict[str, Any]) -> list[str]:
         f"{image['base_size_mb']:.0f} MB), built in {image['build_s']:.0f} s. "
         f"Target <= 400 MB: {_target(image['size_mb'] <= 400)}.",
         "",
+        "The base is this machine's stand-in for `python:3.11-slim` (Debian bookworm's own "
+        "Python built by `debootstrap`, as `scripts/local_cloud.py` does, since no public image "
+        "can be pulled here); on the official base the total changes by the difference between "
+        "the two bases.",
+        "",
     ]
 
 
@@ -1002,6 +1007,10 @@ def report(bench: Bench, command: str) -> str:
         f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {_machine()}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()),
+        "",
+        "The machine is a shared virtual machine: the same code measures tens of percent apart "
+        "from one run to the next (serving throughput and p99 most). Compare figures within "
+        "one run (ours against MLflow's) rather than across runs.",
         "",
     ]
     if "serving" in r:
