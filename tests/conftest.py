@@ -1,7 +1,9 @@
-"""Repository-level fixtures: MLflow isolation, a throw-away SQLite store, a real MLflow server.
+"""Repository-level fixtures: MLflow isolation, a throw-away SQLite store, a real MLflow server,
+the project's settings and the act executable (workflow and end-to-end suites).
 
 ``scripts/`` is put on ``sys.path`` so tests import the command-line scripts the way the
-scripts import each other (``import project_config``).
+scripts import each other (``import project_config``), and ``tests/workflows`` so suites share
+its act harness.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS_DIR = REPO_ROOT / "scripts"
-if str(SCRIPTS_DIR) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS_DIR))
+WORKFLOW_TESTS_DIR = REPO_ROOT / "tests" / "workflows"
+for _path in (SCRIPTS_DIR, WORKFLOW_TESTS_DIR):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from act_harness import act_executable, project_settings  # noqa: E402
 
 SERVER_START_TIMEOUT_S = 120.0
 
@@ -46,6 +53,21 @@ def reset_mlflow_state() -> None:
     # set_tracking_uri/set_experiment export MLFLOW_* variables for subprocesses: drop them.
     for name in [name for name in os.environ if name.startswith("MLFLOW_")]:
         del os.environ[name]
+
+
+@pytest.fixture(scope="session")
+def project() -> dict[str, Any]:
+    """``[tool.purchase-predict]`` of the root pyproject: the names tests expect."""
+    return project_settings()
+
+
+@pytest.fixture(scope="session")
+def act_binary() -> str:
+    """The act executable."""
+    try:
+        return act_executable()
+    except FileNotFoundError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(autouse=True)

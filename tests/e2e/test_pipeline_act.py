@@ -37,10 +37,8 @@ sys.path.insert(0, str(ROOT / "tests" / "workflows"))
 from act_harness import (
     REPOSITORY,
     ActRun,
-    act_executable,
     git,
     prepare_project_repo,
-    project_settings,
     run_act,
 )
 
@@ -56,19 +54,6 @@ QUICK_TIMEOUT_S = 180
 BROKEN_ROUTE = "purchase_predict_api/app/api/routes/predict.py"
 BREAK_AFTER = "    sessions = body if isinstance(body, list) else [body]\n"
 BREAKAGE = '    raise RuntimeError("deliberately broken by the end-to-end test")\n'
-
-
-@pytest.fixture(scope="module")
-def config() -> dict[str, Any]:
-    return project_settings()
-
-
-@pytest.fixture(scope="module")
-def act_binary() -> str:
-    try:
-        return act_executable()
-    except FileNotFoundError as err:
-        pytest.fail(str(err))
 
 
 class Scenario:
@@ -154,9 +139,9 @@ def _model_versions(env: dict[str, str], model_name: str) -> set[str]:
     return {v.version for v in client.search_model_versions(f"name='{model_name}'")}
 
 
-def _registry_tags(env: dict[str, str], config: dict[str, Any]) -> set[str]:
-    repository = config["environments"][ENVIRONMENT]["artifact_repository"]
-    url = f"http://{env['REGISTRY']}/v2/{PROJECT_ID}/{repository}/{config['image_name']}/tags/list"
+def _registry_tags(env: dict[str, str], project: dict[str, Any]) -> set[str]:
+    repository = project["environments"][ENVIRONMENT]["artifact_repository"]
+    url = f"http://{env['REGISTRY']}/v2/{PROJECT_ID}/{repository}/{project['image_name']}/tags/list"
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
             return set(json.load(resp).get("tags") or [])
@@ -166,8 +151,8 @@ def _registry_tags(env: dict[str, str], config: dict[str, Any]) -> set[str]:
         raise
 
 
-def _service(env: dict[str, str], config: dict[str, Any]) -> dict[str, Any] | None:
-    settings = config["environments"][ENVIRONMENT]
+def _service(env: dict[str, str], project: dict[str, Any]) -> dict[str, Any] | None:
+    settings = project["environments"][ENVIRONMENT]
     out = run(
         [
             "gcloud",
@@ -216,10 +201,10 @@ def _predict(env: dict[str, str], url: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_1_push_to_staging_trains_and_moves_the_staging_alias(
-    scenario: Scenario, config: dict[str, Any]
+    scenario: Scenario, project: dict[str, Any]
 ) -> None:
-    alias = config["environments"][ENVIRONMENT]["alias"]
-    before = _model_versions(scenario.env, config["model_name"])
+    alias = project["environments"][ENVIRONMENT]["alias"]
+    before = _model_versions(scenario.env, project["model_name"])
     sha = git(scenario.repo, "rev-parse", "HEAD")
 
     run = scenario.act_run(
@@ -235,10 +220,10 @@ def test_1_push_to_staging_trains_and_moves_the_staging_alias(
     version = report["model-version"]
     assert version.isdigit() and version not in before, (version, before)
     # The registry itself says so: the alias points at the new version, tagged with lineage.
-    assert _alias_version(scenario.env, config["model_name"], alias) == version
+    assert _alias_version(scenario.env, project["model_name"], alias) == version
     tags = (
         MlflowClient(scenario.env["MLFLOW_TRACKING_URI"])
-        .get_model_version(config["model_name"], version)
+        .get_model_version(project["model_name"], version)
         .tags
     )
     assert tags.get("git_commit") == sha, tags
@@ -254,7 +239,7 @@ def test_1_push_to_staging_trains_and_moves_the_staging_alias(
 
 
 def test_2_training_success_deploys_the_api_with_that_model(
-    scenario: Scenario, config: dict[str, Any]
+    scenario: Scenario, project: dict[str, Any]
 ) -> None:
     trained = scenario.require("train")
     payload = {
@@ -279,10 +264,10 @@ def test_2_training_success_deploys_the_api_with_that_model(
     assert report["git-sha"] == trained["sha"]
     assert report["model-version"] == trained["model-version"]
     # The image, tagged with the trained commit, is in the registry, deployed by digest.
-    assert trained["sha"] in _registry_tags(scenario.env, config)
+    assert trained["sha"] in _registry_tags(scenario.env, project)
     assert "@sha256:" in report["image"]
     # The revision is ready, passed its smoke test and takes all the traffic.
-    service = _service(scenario.env, config)
+    service = _service(scenario.env, project)
     assert service is not None
     assert _serving(service) == {report["revision"]: 100}
     ready = {c["type"]: c["status"] for c in service["status"]["conditions"]}
@@ -300,7 +285,7 @@ def test_2_training_success_deploys_the_api_with_that_model(
 
 
 def test_3_an_image_failing_its_smoke_test_never_takes_traffic(
-    scenario: Scenario, config: dict[str, Any]
+    scenario: Scenario, project: dict[str, Any]
 ) -> None:
     deployed = scenario.require("deploy")
     route = scenario.repo / BROKEN_ROUTE
@@ -319,8 +304,8 @@ def test_3_an_image_failing_its_smoke_test_never_takes_traffic(
     # (act stops at the failed job: the Report job, `if: always()` on GitHub, does not run.)
     assert "## API deploy: staging - smoke-test-failed" in run.summary("Deploy API")
     # It got as far as the registry and a revision, tagged but without traffic.
-    assert broken_sha in _registry_tags(scenario.env, config)
-    service = _service(scenario.env, config)
+    assert broken_sha in _registry_tags(scenario.env, project)
+    service = _service(scenario.env, project)
     assert service is not None
     assert _serving(service) == {deployed["revision"]: 100}
     tags = {t.get("tag"): t for t in service["status"]["traffic"] if t.get("tag")}
@@ -338,16 +323,16 @@ def test_3_an_image_failing_its_smoke_test_never_takes_traffic(
 
 
 def test_4_a_feature_branch_neither_trains_nor_deploys(
-    scenario: Scenario, config: dict[str, Any]
+    scenario: Scenario, project: dict[str, Any]
 ) -> None:
     scenario.require("deploy")
     git(scenario.repo, "checkout", "--quiet", "-b", FEATURE_BRANCH)
     params = scenario.repo / "purchase_predict" / "conf" / "base" / "parameters_training.yml"
     params.write_text(params.read_text() + "# tuned on a feature branch\n")
     git(scenario.repo, "commit", "--quiet", "--all", "--message", "feature work")
-    versions = _model_versions(scenario.env, config["model_name"])
-    images = _registry_tags(scenario.env, config)
-    service = _service(scenario.env, config)
+    versions = _model_versions(scenario.env, project["model_name"])
+    images = _registry_tags(scenario.env, project)
+    service = _service(scenario.env, project)
     assert service is not None
     revisions = _serving(service)
     ref = {"ref": f"refs/heads/{FEATURE_BRANCH}"}
@@ -361,7 +346,7 @@ def test_4_a_feature_branch_neither_trains_nor_deploys(
         assert [name.split("/")[-1] for name in run.results] == ["Resolve environment"], run.results
         assert "maps to no environment" in run.summary("Resolve environment")
 
-    assert _model_versions(scenario.env, config["model_name"]) == versions
-    assert _registry_tags(scenario.env, config) == images
-    after = _service(scenario.env, config)
+    assert _model_versions(scenario.env, project["model_name"]) == versions
+    assert _registry_tags(scenario.env, project) == images
+    after = _service(scenario.env, project)
     assert after is not None and _serving(after) == revisions

@@ -20,30 +20,13 @@ sys.path.insert(0, str(HERE))
 from act_harness import (  # noqa: E402
     ROOT,
     ActRun,
-    act_executable,
     prepare_repo,
-    project_settings,
     run_act,
 )
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from cloud_run_standin import gcloud_env  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def project() -> dict[str, Any]:
-    """``[tool.purchase-predict]`` of the root pyproject: the names tests expect."""
-    return project_settings()
-
-
-@pytest.fixture(scope="session")
-def act_binary() -> str:
-    """The act executable."""
-    try:
-        return act_executable()
-    except FileNotFoundError as err:
-        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="module")
