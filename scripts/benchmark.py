@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloud_run_standin import free_port  # scripts/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 TRAINING_DIR = ROOT / "purchase_predict"
 API_DIR = ROOT / "purchase_predict_api"
@@ -59,12 +60,6 @@ EVENTS_PER_SESSION = 6.6  # the generator's average (purchase-predict-generate -
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pinned(cmd: list[str], cpu: int | None) -> list[str]:

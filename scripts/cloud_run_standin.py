@@ -55,7 +55,8 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (scripts/local_cloud.py and benchmark.py use it too)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -194,7 +195,7 @@ class CloudRunStandIn:
             region=svc.region,
             generation=svc.generation,
             template=template,
-            port=_free_port(),
+            port=free_port(),
             container=f"standin-{name}",
         )
         self.revisions[name] = rev

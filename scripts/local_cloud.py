@@ -34,7 +34,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from cloud_run_standin import gcloud_env  # scripts/ is on sys.path when run as a script
+from cloud_run_standin import free_port, gcloud_env  # scripts/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 # /etc/apt/apt.conf.d/docker-clean of the official debian images (python:3.11-slim's base).
@@ -78,12 +78,6 @@ def _http_ok(url: str) -> bool:
             return resp.status < 500
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _other_dockerd() -> int | None:
@@ -304,7 +298,7 @@ class LocalCloud:
         mlflow = shutil.which("mlflow")
         if not mlflow:
             raise LocalCloudError("no mlflow on PATH (run inside the training environment)")
-        port = _free_port()
+        port = free_port()
         store = self.state / "mlflow"
         store.mkdir(exist_ok=True)
         _say(f"starting mlflow server on 127.0.0.1:{port}")
@@ -329,7 +323,7 @@ class LocalCloud:
         if port and self._alive("cloudrun") and _port_in_use(port):
             _say(f"cloud run stand-in already running on 127.0.0.1:{port}")
             return
-        port = _free_port()
+        port = free_port()
         _say(f"starting Cloud Run stand-in on 127.0.0.1:{port}")
         log = self._spawn(
             "cloudrun",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ for _path in (SCRIPTS_DIR, WORKFLOW_TESTS_DIR):
         sys.path.insert(0, str(_path))
 
 from act_harness import act_executable, project_settings  # noqa: E402
+from cloud_run_standin import free_port  # noqa: E402
 
 SERVER_START_TIMEOUT_S = 120.0
 
@@ -125,7 +125,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if mlflow_cli is None:
         pytest.fail("the mlflow_server fixture needs the mlflow CLI next to the test interpreter")
     home = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     command = [
         mlflow_cli,
@@ -153,12 +153,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield uri
     finally:
         _stop(process)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_healthy(uri: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
