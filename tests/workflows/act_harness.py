@@ -75,7 +75,8 @@ def act_compatible(text: str) -> str:
     return CACHE_MODE_LINE.sub("", SELF_REPOSITORY_USES.sub(r"\1./", text))
 
 
-def _git(repo: Path, *args: str) -> str:
+def git(repo: Path, *args: str) -> str:
+    """``git`` in ``repo`` with a fixed identity; returns its stripped output."""
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": "act",
@@ -118,21 +119,12 @@ def prepare_repo(
     else:  # the fake API of fake_docker.py takes any JSON object
         (dest / "purchase_predict_api" / "smoke_request.json").write_text('{"placeholder": true}\n')
 
-    _git(dest, "init", "--quiet", "--initial-branch", "master")
-    _git(dest, "remote", "add", "origin", f"https://github.com/{REPOSITORY}.git")
-    _git(dest, "add", "--all")
-    _git(dest, "commit", "--quiet", "--message", "first")
-    first = _git(dest, "rev-parse", "HEAD")
-    _git(dest, "branch", "staging")
+    first = _commit_new_repo(dest, "master", "first")
+    git(dest, "branch", "staging")
     (dest / "purchase_predict_api" / "CHANGES").write_text("second commit\n")
-    _git(dest, "add", "--all")
-    _git(dest, "commit", "--quiet", "--message", "second")
-    return {"first": first, "second": _git(dest, "rev-parse", "HEAD")}
-
-
-def git(repo: Path, *args: str) -> str:
-    """``git`` in ``repo`` with a fixed identity; returns its stripped output."""
-    return _git(repo, *args)
+    git(dest, "add", "--all")
+    git(dest, "commit", "--quiet", "--message", "second")
+    return {"first": first, "second": git(dest, "rev-parse", "HEAD")}
 
 
 def prepare_project_repo(dest: Path, branch: str, root: Path = ROOT) -> str:
@@ -142,7 +134,7 @@ def prepare_project_repo(dest: Path, branch: str, root: Path = ROOT) -> str:
     ignored: no data, no virtual environments), so the workflows can really train and build.
     Returns the commit SHA.
     """
-    listed = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    listed = git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     for name in filter(None, listed.split("\0")):
         source = root / name
         if source.is_file():  # a tracked file deleted in the working tree is left out
@@ -151,11 +143,17 @@ def prepare_project_repo(dest: Path, branch: str, root: Path = ROOT) -> str:
             shutil.copy2(source, target)
     for path in workflow_files(dest):
         path.write_text(act_compatible(path.read_text(encoding="utf-8")), encoding="utf-8")
-    _git(dest, "init", "--quiet", "--initial-branch", branch)
-    _git(dest, "remote", "add", "origin", f"https://github.com/{REPOSITORY}.git")
-    _git(dest, "add", "--all")
-    _git(dest, "commit", "--quiet", "--message", "project")
-    return _git(dest, "rev-parse", "HEAD")
+    return _commit_new_repo(dest, branch, "project")
+
+
+def _commit_new_repo(dest: Path, branch: str, message: str) -> str:
+    """``dest`` made a repository of this project's GitHub name, everything in it committed on
+    ``branch``; the commit SHA."""
+    git(dest, "init", "--quiet", "--initial-branch", branch)
+    git(dest, "remote", "add", "origin", f"https://github.com/{REPOSITORY}.git")
+    git(dest, "add", "--all")
+    git(dest, "commit", "--quiet", "--message", message)
+    return git(dest, "rev-parse", "HEAD")
 
 
 @dataclass
