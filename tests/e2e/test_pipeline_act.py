@@ -59,8 +59,11 @@ BREAKAGE = '    raise RuntimeError("deliberately broken by the end-to-end test")
 class Scenario:
     """The repository copy, the tools' environment and what each step left behind."""
 
-    def __init__(self, repo: Path, work: Path, env: dict[str, str], act: str) -> None:
+    def __init__(
+        self, repo: Path, work: Path, env: dict[str, str], act: str, settings: dict[str, Any]
+    ) -> None:
         self.repo = repo
+        self.settings = settings
         self.work = work
         self.env = env
         self.act = act
@@ -74,7 +77,10 @@ class Scenario:
             "GCP_WORKLOAD_IDENTITY_PROVIDER": (
                 "projects/123456789/locations/global/workloadIdentityPools/github/providers/act"
             ),
-            "GCP_SERVICE_ACCOUNT": f"deployer@{PROJECT_ID}.iam.gserviceaccount.com",
+            "GCP_SERVICE_ACCOUNT": f"deployer-staging@{PROJECT_ID}.iam.gserviceaccount.com",
+            # What the GitHub environment staging declares (docs/gcp-setup.md).
+            "CLOUD_RUN_SERVICE": self.settings["service"],
+            "CLOUD_RUN_SERVICE_ACCOUNT": f"api-staging@{PROJECT_ID}.iam.gserviceaccount.com",
             "MLFLOW_TRACKING_URI": self.env["MLFLOW_TRACKING_URI"],
             "ARTIFACT_REGISTRY_HOST": self.env["REGISTRY"],
             "API_BASE_IMAGE": self.env["BASE_IMAGE"],
@@ -105,13 +111,18 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario(
-    local_cloud: dict[str, str], act_binary: str, tmp_path_factory: pytest.TempPathFactory
+    local_cloud: dict[str, str],
+    act_binary: str,
+    project: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Scenario:
     base = tmp_path_factory.mktemp("act-pipeline")
     repo = base / "repo"
     repo.mkdir()
     prepare_project_repo(repo, branch=ENVIRONMENT)
-    return Scenario(repo, base / "work", local_cloud, act_binary)
+    return Scenario(
+        repo, base / "work", local_cloud, act_binary, project["environments"][ENVIRONMENT]
+    )
 
 
 # --- observations of the real parts ------------------------------------------------------------
@@ -252,6 +263,7 @@ def test_2_training_success_deploys_the_api_with_that_model(
             "conclusion": "success",
             "head_branch": ENVIRONMENT,
             "head_sha": trained["sha"],
+            "head_repository": {"full_name": REPOSITORY},
         },
     }
 

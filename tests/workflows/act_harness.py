@@ -5,9 +5,10 @@ repository; ``run_act`` runs one workflow there on the host (``-P ubuntu-latest=
 with every remote action replaced by its local stand-in under ``stand-ins/<owner>/<repo>``
 (``--local-repository``) and returns act's JSON log, parsed.
 
-Two mechanical rewrites adapt the copy to act 0.2.x, which predates both GitHub features:
+Mechanical rewrites adapt the copy to act 0.2.x, which predates these GitHub features:
 ``uses: $/path`` (self-repository reference) becomes ``uses: ./path`` (the same commit, since the
-workspace is that commit), and ``cache-mode:`` lines are dropped (act's schema rejects them).
+workspace is that commit), and ``cache-mode:`` lines and the ``queue:`` of concurrency blocks
+are dropped (act's schema rejects them; act does not model concurrency at all).
 Nothing else changes. The end-to-end suite can reuse these helpers with real stand-in servers.
 """
 
@@ -20,6 +21,8 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ PINNED_USES = re.compile(
 )
 SELF_REPOSITORY_USES = re.compile(r"^(\s*(?:-\s+)?uses:\s*)\$/", re.MULTILINE)
 CACHE_MODE_LINE = re.compile(r"^\s*cache-mode:.*\n", re.MULTILINE)
+# `queue:` of a concurrency block (changelog 2026-05-07); act ignores concurrency anyway.
+CONCURRENCY_QUEUE_LINE = re.compile(r"^\s+queue:\s*(?:single|max)\s*\n", re.MULTILINE)
 ACT_TIMEOUT_S = 120
 
 
@@ -71,8 +76,9 @@ def remote_actions(root: Path = ROOT) -> dict[str, str]:
 
 
 def act_compatible(text: str) -> str:
-    """The two rewrites act needs (see the module docstring)."""
-    return CACHE_MODE_LINE.sub("", SELF_REPOSITORY_USES.sub(r"\1./", text))
+    """The rewrites act needs (see the module docstring)."""
+    text = CONCURRENCY_QUEUE_LINE.sub("", CACHE_MODE_LINE.sub("", text))
+    return SELF_REPOSITORY_USES.sub(r"\1./", text)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -154,6 +160,34 @@ def _commit_new_repo(dest: Path, branch: str, message: str) -> str:
     git(dest, "add", "--all")
     git(dest, "commit", "--quiet", "--message", message)
     return git(dest, "rev-parse", "HEAD")
+
+
+# GITHUB_SHA per event ("Events that trigger workflows"): the last commit on the pushed or
+# dispatched ref; for workflow_run and repository_dispatch, on the default branch.
+DEFAULT_BRANCH = "master"
+
+
+def _event_branch(event: str, payload: dict[str, Any]) -> str:
+    if event in ("workflow_run", "repository_dispatch"):
+        return DEFAULT_BRANCH
+    ref = str(payload.get("ref") or "")
+    return ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else ""
+
+
+@contextmanager
+def _head_at(repo: Path, branch: str) -> Iterator[None]:
+    """HEAD of ``repo`` at ``branch`` while act runs: act takes github.sha from HEAD, GitHub from
+    the event. Nothing changes when the branch is not in the copy."""
+    current = git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+    exists = branch and git(repo, "branch", "--list", branch)
+    if not exists or branch == current:
+        yield
+        return
+    git(repo, "checkout", "--quiet", branch)
+    try:
+        yield
+    finally:
+        git(repo, "checkout", "--quiet", current)
 
 
 @dataclass
@@ -273,16 +307,17 @@ def run_act(
     }
     # act needs no Docker in host mode; a dead socket keeps it from probing one.
     inherited.setdefault("DOCKER_HOST", "unix:///nonexistent")
-    done = subprocess.run(
-        cmd,
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        # Nor the virtual environment the tests run in: a runner has none active.
-        env={k: v for k, v in {**inherited, **(host_env or {})}.items() if k != "VIRTUAL_ENV"},
-    )
+    with _head_at(repo, _event_branch(event, payload)):
+        done = subprocess.run(
+            cmd,
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            # Nor the virtual environment the tests run in: a runner has none active.
+            env={k: v for k, v in {**inherited, **(host_env or {})}.items() if k != "VIRTUAL_ENV"},
+        )
     records = []
     for line in done.stdout.splitlines():
         try:

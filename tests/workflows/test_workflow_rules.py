@@ -158,3 +158,135 @@ def test_composite_run_blocks_pass_shellcheck(path: Path, tmp_path: Path) -> Non
         [_shellcheck(), "--severity=style", *files], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout
+
+
+# --- which workflow a push starts, and what queues ----------------------------------------------
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A `paths:` filter pattern as GitHub matches it ("Filter pattern cheat sheet": `*` matches
+    any character but `/`, `**` any character including `/`)."""
+    out = ""
+    for part in re.split(r"(\*\*|\*)", pattern):
+        out += {"**": ".*", "*": "[^/]*"}.get(part, re.escape(part))
+    return re.compile(out + r"\Z")
+
+
+def _push_paths(name: str) -> list[re.Pattern[str]]:
+    paths = _workflows()[name]["on"]["push"]["paths"]
+    assert not any(p.startswith("!") for p in paths), f"{name}: negated paths are not handled here"
+    return [_glob_regex(p) for p in paths]
+
+
+def _tracked_files() -> list[str]:
+    done = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_glob_regex_matches_like_github() -> None:
+    assert _glob_regex("actions/**").match("actions/cloud-run-deploy/deploy.sh")
+    assert _glob_regex("scripts/*.py").match("scripts/x.py")
+    assert not _glob_regex("scripts/*.py").match("scripts/sub/x.py")
+    assert not _glob_regex("pyproject.toml").match("purchase_predict/pyproject.toml")
+
+
+def test_no_file_starts_both_training_and_the_api() -> None:
+    # A file in both filters deploys twice on one push: once directly, once after Training.
+    api, training = _push_paths("api.yml"), _push_paths("training.yml")
+    files = _tracked_files()
+    both = [f for f in files if any(p.match(f) for p in api) and any(p.match(f) for p in training)]
+    assert both == [], f"in both path filters: {both}"
+    # And every file the pipeline runs belongs to one of them.
+    for owned in (
+        "pyproject.toml",
+        "scripts/trigger_plan.py",
+        "actions/resolve-environment/action.yml",
+    ):
+        assert any(p.match(owned) for p in api), owned
+    for owned in (
+        "purchase_predict/conf/base/parameters_training.yml",
+        "scripts/register_model.py",
+    ):
+        assert any(p.match(owned) for p in training), owned
+
+
+def _concurrency(name: str) -> list[dict[str, Any]]:
+    """The concurrency blocks of a workflow: its own and its jobs'."""
+    workflow = _workflows()[name]
+    blocks = [workflow.get("concurrency")] + [
+        j.get("concurrency") for j in workflow["jobs"].values()
+    ]
+    return [b for b in blocks if b]
+
+
+def test_every_deploy_queues_and_training_keeps_the_newest() -> None:
+    # Docs ("Control the concurrency of workflows and jobs"): by default a group keeps one
+    # pending run and cancels it when another arrives; `queue: max` keeps up to 100 in order.
+    # Deploys must all run (rollbacks, pinned versions); a pending training is superseded by a
+    # newer one of the same environment, which trains a commit that contains it (docs/workflows.md).
+    for name in ("api.yml", "deploy-api.yml"):
+        blocks = _concurrency(name)
+        assert blocks, name
+        for block in blocks:
+            assert block.get("queue") == "max", f"{name}: {block}"
+            assert block["cancel-in-progress"] is False
+    for name in ("training.yml", "train.yml"):
+        for block in _concurrency(name):
+            assert block.get("queue", "single") == "single", f"{name}: {block}"
+            assert block["cancel-in-progress"] is False
+
+
+def _report_step(name: str) -> dict[str, Any]:
+    steps = _workflows()[name]["jobs"]["report"]["steps"]
+    return next(step for step in steps if "run" in step)
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "expected", "forbidden"),
+    [
+        (
+            "api.yml",
+            {"RESULT": "failure", "ENVIRONMENT": "production", "DECISION": ""},
+            "The Deploy job ended `failure` without reaching its own summary: it never started",
+            "see the Deploy job",
+        ),
+        (
+            "api.yml",
+            {"RESULT": "failure", "ENVIRONMENT": "staging", "DECISION": "smoke-test-failed"},
+            "traffic stays where it was (smoke-test-failed); see the Deploy job",
+            "never started",
+        ),
+        (
+            "training.yml",
+            {"RESULT": "cancelled", "ENVIRONMENT": "production", "DECISION": ""},
+            "the Train job ended cancelled without reaching its own summary (it never started",
+            "see the Train job",
+        ),
+        (
+            "training.yml",
+            {"RESULT": "failure", "ENVIRONMENT": "staging", "DECISION": "refused"},
+            "the training or the quality gate failed (see the Train job)",
+            "never started",
+        ),
+    ],
+)
+def test_report_says_when_the_called_job_never_started(
+    name: str, env: dict[str, str], expected: str, forbidden: str, tmp_path: Path
+) -> None:
+    # A job refused by its environment's protection rules, or cancelled while waiting, runs no
+    # step: its outputs are empty. act does not run `if: always()` jobs after a failed one, so
+    # the report step runs here with the values GitHub would give it.
+    summary = tmp_path / "summary.md"
+    step = _report_step(name)
+    names = {key: "" for key in step.get("env", {})}
+    done = subprocess.run(
+        ["bash", "-c", step["run"]],
+        env={"PATH": "/usr/bin:/bin", **names, **env, "GITHUB_STEP_SUMMARY": str(summary)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = summary.read_text() + done.stdout
+    assert expected in text, text
+    assert forbidden not in text, text
