@@ -16,7 +16,8 @@ The rules (docs/workflows.md, "Who can deploy what"):
   image's training-commit label.
 - ``repository_dispatch`` ``client_payload.ref`` and ``workflow_dispatch`` runs accept only the
   environment's branch or a commit on it; a ``workflow_dispatch`` of the API with an
-  ``image-tag`` is an explicit rollback to a pushed image and is accepted from any ref.
+  ``image-tag`` is an explicit rollback to a pushed image and is accepted from any ref (it
+  still reads the configuration of the environment's branch).
 - A refused request exits 1 with the reason; a request that deploys nothing exits 0.
 
 Outputs are ``key=value`` lines on stdout, appended to ``$GITHUB_OUTPUT`` when it is set; a
@@ -204,8 +205,11 @@ def _manual_deploy(ctx: Context, cwd: Path | None) -> Plan:
         raise Refused(
             f"image-tag must be the full 40-character commit SHA an image was pushed with, got {image_tag!r}"
         )
-    # A rollback builds nothing: the dispatching commit only supplies the configuration.
-    return Plan(go=True, ref=ctx.sha, model_version=version, image_tag=image_tag)
+    # A rollback builds nothing and may be started from any ref; the configuration and the
+    # smoke request still come from the environment's branch, not from that ref.
+    return Plan(
+        go=True, ref=branch_head(ctx.branch, cwd), model_version=version, image_tag=image_tag
+    )
 
 
 _API_PLANNERS = {
