@@ -220,9 +220,17 @@ def prepare_called_repository(
         )
     shutil.copy2(root / "pyproject.toml", repo / "pyproject.toml")
     sha = _commit_new_repo(repo, "master", "provider", slug=slug)
-    # GitHub reads the called files from that commit: serve exactly its tree, rewritten.
-    served = dest / "served"
-    shutil.copytree(repo, served, ignore=shutil.ignore_patterns(".git"))
+    return serve_called_commit(repo, slug, sha, dest / "served")
+
+
+def serve_called_commit(repo: Path, slug: str, sha: str, served: Path) -> CalledRepository:
+    """What act serves for ``slug@sha``: the tree of commit ``sha`` of ``repo`` (``git
+    archive``: exactly that commit, whatever the work tree holds), ``$/`` rewritten to it."""
+    served.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", sha], cwd=repo, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(served)], input=archive, check=True)
     for path in workflow_files(served):
         text = path.read_text(encoding="utf-8")
         path.write_text(act_compatible(text, f"{slug}@{sha}"), encoding="utf-8")

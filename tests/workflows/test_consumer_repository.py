@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from act_harness import (
+    DECOY_ACTION,
     ROOT,
     ActRun,
     CalledRepository,
@@ -37,6 +38,7 @@ from act_harness import (
     prepare_called_repository,
     prepare_consumer_repo,
     run_act,
+    serve_called_commit,
     workflow_files,
 )
 
@@ -159,10 +161,14 @@ def caller(
         files: dict[str, str] | None = None,
         drop: tuple[str, ...] = (),
         with_: dict[str, Any] | None = None,
-        served: CalledRepository | None = None,
+        pin: CalledRepository | None = None,
+        serve: dict[str, Path] | None = None,
         **kwargs: Any,
     ) -> tuple[ActRun, str]:
-        name, workflow = _caller_workflow(_doc_examples()[example], called, **(with_ or {}))
+        """``pin``: the called commit the example pins (default ``called``); ``serve``: what
+        act serves for which ``OWNER/REPO@sha`` (default: that commit, ``$/`` faithfully)."""
+        pin = pin or called
+        name, workflow = _caller_workflow(_doc_examples()[example], pin, **(with_ or {}))
         content = {
             "pyproject.toml": CALLER_CONFIG,
             **API_PROJECT,
@@ -182,7 +188,7 @@ def caller(
             {},
             act=act_binary,
             work=repo.parent / "work",
-            local_repositories=(served or called).local_repositories,
+            local_repositories=pin.local_repositories if serve is None else serve,
             secrets={"GITHUB_TOKEN": CALLER_TOKEN, **kwargs.pop("secrets", {})},
             **kwargs,
         )
@@ -240,10 +246,33 @@ def test_a_resolution_into_the_callers_workspace_would_hit_the_decoys(
     shutil.copytree(called.repo, workspace_rewrite, ignore=shutil.ignore_patterns(".git"))
     for path in workflow_files(workspace_rewrite):
         path.write_text(act_compatible(path.read_text(encoding="utf-8")), encoding="utf-8")
-    wrong = CalledRepository(called.slug, called.sha, called.repo, workspace_rewrite)
-    run, _ = caller(API_REPOSITORY, API_REPOSITORY, with_={"dry-run": True}, served=wrong)
+    wrong = {f"{called.slug}@{called.sha}": workspace_rewrite}
+    run, _ = caller(API_REPOSITORY, API_REPOSITORY, with_={"dry-run": True}, serve=wrong)
     assert run.returncode != 0
     assert "of the CALLER ran: $/ resolved into the caller's workspace" in run.explain()
+
+
+def test_dollar_slash_resolves_at_the_pinned_commit_not_the_called_repositorys_head(
+    caller: Any, called: CalledRepository, tmp_path: Path
+) -> None:
+    """A newer commit of the called repository whose resolve-environment action fails loudly:
+    a caller pinned to the older SHA must not see it, one pinned to the newer one must."""
+    newer_repo = tmp_path / "newer"
+    shutil.copytree(called.repo, newer_repo)
+    action = newer_repo / "actions" / "resolve-environment" / "action.yml"
+    action.write_text(DECOY_ACTION.format(name="resolve-environment").replace("CALLER", "NEWER"))
+    git(newer_repo, "commit", "--quiet", "--all", "--message", "newer")
+    newer = serve_called_commit(
+        newer_repo, called.slug, git(newer_repo, "rev-parse", "HEAD"), tmp_path / "newer-served"
+    )
+    serve = {**called.local_repositories, **newer.local_repositories}
+    run, _ = caller(API_REPOSITORY, API_REPOSITORY, with_={"dry-run": True}, serve=serve)
+    assert run.returncode == 0, run.explain()
+    assert "of the NEWER ran" not in run.explain()
+
+    run, _ = caller(API_REPOSITORY, API_REPOSITORY, with_={"dry-run": True}, pin=newer, serve=serve)
+    assert run.returncode != 0
+    assert "actions/resolve-environment of the NEWER ran" in run.explain()
 
 
 # --- point 13: what a caller trips on --------------------------------------------------------
