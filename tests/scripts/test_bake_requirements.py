@@ -26,8 +26,8 @@ BAKE_STEP = "Set up Python for baking the model"
 def _requirements(path: Path) -> dict[str, Requirement]:
     """Requirement lines of a requirements file (no hashes, comments or continuations)."""
     found = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip().removesuffix("\\").strip()
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip().removesuffix("\\").strip()
         if line and not line.startswith("--"):
             requirement = Requirement(line)
             found[canonicalize_name(requirement.name)] = requirement
@@ -43,7 +43,10 @@ def _pinned_version(requirement: Requirement) -> str:
 def _project_constraints() -> dict[str, list[Requirement]]:
     """Every requirement of the training and API projects (dependencies and extras)."""
     constraints: dict[str, list[Requirement]] = {}
-    for pyproject in (ROOT / "purchase_predict" / "pyproject.toml", ROOT / "purchase_predict_api" / "pyproject.toml"):
+    for pyproject in (
+        ROOT / "purchase_predict" / "pyproject.toml",
+        ROOT / "purchase_predict_api" / "pyproject.toml",
+    ):
         project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
         lines = list(project.get("dependencies", []))
         for extra in project.get("optional-dependencies", {}).values():
@@ -79,7 +82,9 @@ def test_the_direct_requirements_are_exact_pins() -> None:
         ("mlflow-skinny", "mlflow-skinny"),
     ],
 )
-def test_the_mlflow_pin_satisfies_the_projects_constraints(pinned: str, constrained_by: str) -> None:
+def test_the_mlflow_pin_satisfies_the_projects_constraints(
+    pinned: str, constrained_by: str
+) -> None:
     version = _pinned_version(_requirements(PINS)[pinned])
     constraints = _project_constraints()[constrained_by]
     for requirement in constraints:
