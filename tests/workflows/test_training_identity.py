@@ -5,8 +5,8 @@ the deployer's credentials (Cloud Run on the environment's service, image pushes
 runtime account), and it needs Google at all only when its catalog reads ``gs://`` data or MLflow
 stores artifacts in a bucket. So train.yml impersonates ``GCP_TRAINING_SERVICE_ACCOUNT`` (or its
 ``service-account`` input) and nothing else; without one it does not authenticate, even when the
-deployer's ``GCP_SERVICE_ACCOUNT`` and the shared provider are set (docs/gcp-setup.md, section 4:
-the Workload Identity binding lets train.yml jobs impersonate only the training account).
+deployer's ``GCP_SERVICE_ACCOUNT`` and the shared provider are set (docs/gcp-setup.md, "Who may
+do what": the Workload Identity bindings let train.yml jobs impersonate only the training account).
 
 Dry runs through training.yml, as a push to ``staging``: the Settings step's plan is what the
 authentication step would use.
