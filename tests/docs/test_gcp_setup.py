@@ -1,4 +1,5 @@
-"""Every ``gcloud`` command of docs/gcp-setup.md parses with the real gcloud, offline.
+"""Every ``gcloud`` command of docs/gcp-setup.md (and of docs/api.md's base-image mirror) parses
+with the real gcloud, offline.
 
 The commands come from the guide itself: its ```bash blocks run, in order, in a bash whose PATH
 is empty and whose ``gcloud`` is a shell function that records its arguments, so bash does the
@@ -204,6 +205,24 @@ def test_every_gcloud_command_of_the_guide_parses(
     assert not bad, "\n".join(bad)
     # Only `gcloud config set` needs no request.
     assert [o.command[:2] for o in outcomes if o.kind == "local"] == [["config", "set"]]
+
+
+def test_the_base_image_mirror_commands_of_the_api_guide_parse(
+    offline_gcloud: dict[str, str], tmp_path: Path
+) -> None:
+    """docs/api.md "Pinning the base image", with the variables of gcp-setup.md section 0."""
+    section_0 = next(
+        b for b in BASH_BLOCK.findall(GUIDE.read_text(encoding="utf-8")) if "PROJECT_ID=" in b
+    )
+    api_guide = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    blocks = [section_0, *(b for b in BASH_BLOCK.findall(api_guide) if "gcloud " in b)]
+    commands = guide_commands("".join(f"```bash\n{b}```\n" for b in blocks), tmp_path / "api")
+    setup = guide_commands(f"```bash\n{section_0}```\n", tmp_path / "setup")
+    mirror = commands[len(setup) :]
+    assert any(c[:3] == ["artifacts", "repositories", "create"] for c in mirror), mirror
+    outcomes = run_gcloud(mirror, offline_gcloud, tmp_path)
+    bad = [outcome.explain() for outcome in outcomes if outcome.kind not in {"sent", "local"}]
+    assert not bad, "\n".join(bad)
 
 
 # Each mutation of the guide must be caught: the changed command no longer parses.
