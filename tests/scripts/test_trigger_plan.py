@@ -18,6 +18,8 @@ import pytest
 from trigger_plan import Context, Refused, api_plan, training_plan
 
 REPOSITORY = "example/purchase-predict"
+# The API plan for an event resolved to staging, as api.yml's resolve job calls it.
+STAGING_API = ("api", "--environment", "staging", "--branch", "staging")
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "trigger_plan.py"
 
 
@@ -280,7 +282,7 @@ def _cli(repo: dict[str, Any], tmp_path: Path, event: str, payload: dict[str, An
 
 
 def test_cli_writes_every_output_and_the_summary(repo: dict[str, Any], tmp_path: Path) -> None:
-    args = ("api", "--environment", "staging", "--branch", "staging", "--dry-run", "true")
+    args = (*STAGING_API, "--dry-run", "true")
     done, out, summary = _cli(repo, tmp_path, "workflow_run", _workflow_run(repo["s1"]), *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert out == {
@@ -304,11 +306,7 @@ def test_cli_untrusted_run_succeeds_with_nothing_to_deploy(
         tmp_path,
         "workflow_run",
         payload,
-        "api",
-        "--environment",
-        "staging",
-        "--branch",
-        "staging",
+        *STAGING_API,
     )
     assert done.returncode == 0
     assert out["deploy"] == "false" and out["ref"] == ""
@@ -323,11 +321,7 @@ def test_cli_refusal_exits_1_with_an_annotation(repo: dict[str, Any], tmp_path: 
         tmp_path,
         "repository_dispatch",
         payload,
-        "api",
-        "--environment",
-        "staging",
-        "--branch",
-        "staging",
+        *STAGING_API,
     )
     assert done.returncode == 1
     assert out == {}
