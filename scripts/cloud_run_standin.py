@@ -10,6 +10,12 @@ ready only once that port answers, and forwards requests for the service URL (by
 traffic split) and for tag URLs to the right container. A revision that fails to start
 leaves the previous one serving, as on Cloud Run.
 
+Two things Cloud Run bills or enforces are modelled so that tests can see them: the warm
+(minimum) instances of each revision, served at
+``GET http://run.local/standin/v1/namespaces/<project>/services/<service>:instances`` (see
+``CloudRunStandIn.warm_instances``), and the lifetime of Google-style ID tokens on the data plane
+(``--id-token-max-age``).
+
 gcloud reaches it as an HTTP proxy: set ``CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN=http://run.local/``,
 ``CLOUDSDK_PROXY_TYPE=http``, ``CLOUDSDK_PROXY_ADDRESS=127.0.0.1``,
 ``CLOUDSDK_PROXY_PORT=<--port>`` (see ``env`` below). Service URLs look like
@@ -22,6 +28,7 @@ Standard library only; needs the ``docker`` CLI (``DOCKER_HOST`` is honoured).
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import http.client
 import http.server
@@ -45,6 +52,15 @@ DATA_HOST_SUFFIX = ".run.local"
 KNATIVE = re.compile(
     r"^/apis/serving\.knative\.dev/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>services|revisions|routes|configurations)(?:/(?P<name>[^/:]+))?$"
 )
+# Not a Google API: the stand-in's own read-out of what Cloud Run would keep running.
+INSTANCES = re.compile(
+    r"^/standin/v1/namespaces/(?P<ns>[^/]+)/services/(?P<name>[^/:]+):instances$"
+)
+# Revision-level minimum (gcloud --min-instances) lives in the revision template; service-level
+# minimum (gcloud --min) on the service itself (both as gcloud 528 sends them).
+REVISION_MIN_SCALE = "autoscaling.knative.dev/minScale"
+SERVICE_MIN_SCALE = "run.googleapis.com/minScale"
+CUSTOM_AUDIENCES = "run.googleapis.com/custom-audiences"
 IAM = re.compile(
     r"^/v[12]/projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)/services/(?P<name>[^/:]+):(?P<verb>testIamPermissions|getIamPolicy|setIamPolicy)$"
 )
@@ -63,7 +79,9 @@ def free_port() -> int:
 
 
 def _log(message: str, **fields: Any) -> None:
-    print(json.dumps({"time": _now(), "msg": message, **fields}), file=sys.stderr, flush=True)
+    # One write per record: print() writes the line and its newline apart, and threads interleave.
+    sys.stderr.write(json.dumps({"time": _now(), "msg": message, **fields}) + "\n")
+    sys.stderr.flush()
 
 
 @dataclass
@@ -152,8 +170,11 @@ class Service:
 class CloudRunStandIn:
     """The control plane (service and revision state) and its Docker side."""
 
-    def __init__(self, ready_timeout: float, docker: str = "docker") -> None:
+    def __init__(
+        self, ready_timeout: float, docker: str = "docker", id_token_max_age: float = 600.0
+    ) -> None:
         self.ready_timeout = ready_timeout
+        self.id_token_max_age = id_token_max_age
         self.docker = docker
         self.services: dict[tuple[str, str], Service] = {}
         self.revisions: dict[str, Revision] = {}
@@ -317,6 +338,38 @@ class CloudRunStandIn:
             out.append(entry)
         return out
 
+    def warm_instances(self, svc: Service) -> dict[str, int]:
+        """Idle instances Cloud Run keeps (and bills) per revision, by its documented rules.
+
+        https://cloud.google.com/run/docs/configuring/min-instances?hl=zh-CN (translated): with
+        a revision-level minimum, the instances are started whenever the revision is referenced
+        in the traffic split (even at 0%) or has a traffic tag; a tagged revision outside the
+        split does not count towards the service-level minimum, which is "divided among all
+        revisions with specified traffic based on the percent of traffic they are receiving"
+        (run v2 ServiceScaling.min_instance_count). Google advises against
+        mixing both; where they meet, a revision keeps the larger of the two here.
+        """
+        with self.lock:
+            traffic = self.resolved_traffic(svc)
+            revision_min: dict[str, int] = {}
+            for target in traffic:
+                rev = self.revisions.get(target["revisionName"])
+                if rev is None or rev.state == "Failed":
+                    continue
+                annotations = (rev.template.get("metadata") or {}).get("annotations") or {}
+                revision_min[rev.name] = int(annotations.get(REVISION_MIN_SCALE) or 0)
+            annotations = svc.body.get("metadata", {}).get("annotations") or {}
+            service_min = int(annotations.get(SERVICE_MIN_SCALE) or 0)
+            percents: dict[str, int] = {}
+            for target in traffic:
+                if target["percent"] and target["revisionName"] in revision_min:
+                    name = target["revisionName"]
+                    percents[name] = percents.get(name, 0) + target["percent"]
+            share = _largest_remainder(service_min, percents)
+            return {
+                name: max(minimum, share.get(name, 0)) for name, minimum in revision_min.items()
+            }
+
     def service_view(self, svc: Service) -> dict[str, Any]:
         with self.lock:
             latest = self.revisions.get(svc.latest_created)
@@ -372,6 +425,41 @@ class CloudRunStandIn:
                 return status, message
         return "True", ""
 
+    def refuse_token(self, host: str, authorization: str) -> str:
+        """Why Cloud Run would answer 401 to this bearer token, or "" to let it through.
+
+        Only tokens shaped like Google ID tokens (a JWT with ``iss``, ``aud``, ``iat``, ``exp``,
+        as tests/workflows/stand-ins/google-github-actions/auth mints them) are checked; no
+        token, or a placeholder, passes (the stand-in serves as if invocation were public).
+        Cloud Run accepts an ID token whose audience is the service URL or one of the service's
+        custom audiences (https://cloud.google.com/run/docs/configuring/custom-audiences), while it
+        has not expired; google-github-actions/auth README: "ID Tokens have a maximum lifetime
+        of 10 minutes" (``--id-token-max-age``, default 600 s, counts from ``iat``).
+        """
+        claims = _jwt_claims(authorization.removeprefix("Bearer ").strip())
+        if claims is None:
+            return ""
+        with self.lock:
+            svc = next(
+                (
+                    s
+                    for s in self.services.values()
+                    if host == s.host or host.endswith(f"---{s.host}")
+                ),
+                None,
+            )
+            if svc is None:
+                return ""
+            annotations = svc.body.get("metadata", {}).get("annotations") or {}
+            audiences = [svc.url, f"http://{host}", *_custom_audiences(annotations)]
+        now = time.time()
+        age = now - float(claims.get("iat", 0))
+        if now >= float(claims.get("exp", 0)) or age > self.id_token_max_age:
+            return f"the ID token expired ({age:.0f}s old; ID tokens live {self.id_token_max_age:.0f}s)"
+        if claims.get("aud") not in audiences:
+            return f"the ID token's audience {claims.get('aud')!r} is not one of {audiences}"
+        return ""
+
     def pick_backend(self, host: str) -> Revision | None:
         """The revision a data-plane request for ``host`` goes to, or None."""
         with self.lock:
@@ -390,6 +478,44 @@ class CloudRunStandIn:
                         if t.get("tag") == tag:
                             return self.revisions.get(t["revisionName"])
             return None
+
+
+def _largest_remainder(total: int, weights: dict[str, int]) -> dict[str, int]:
+    """``total`` split in whole numbers in proportion to ``weights``."""
+    weight = sum(weights.values())
+    if not total or not weight:
+        return {}
+    exact = {name: total * w / weight for name, w in weights.items()}
+    share = {name: int(value) for name, value in exact.items()}
+    for name in sorted(exact, key=lambda n: exact[n] - share[n], reverse=True)[
+        : total - sum(share.values())
+    ]:
+        share[name] += 1
+    return share
+
+
+def _jwt_claims(token: str) -> dict[str, Any] | None:
+    """The payload of a JWT-shaped token, unverified; None for anything else."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (ValueError, json.JSONDecodeError):
+        return None
+    if not isinstance(claims, dict) or not {"aud", "iat", "exp"} <= claims.keys():
+        return None
+    return claims
+
+
+def _custom_audiences(annotations: dict[str, str]) -> list[str]:
+    """``run.googleapis.com/custom-audiences`` (a JSON list, as gcloud 528 writes it)."""
+    try:
+        audiences = json.loads(annotations.get(CUSTOM_AUDIENCES) or "[]")
+    except json.JSONDecodeError:
+        return []
+    return [a for a in audiences if isinstance(a, str)]
 
 
 class ApiError(Exception):
@@ -456,6 +582,14 @@ def make_handler(standin: CloudRunStandIn) -> type[http.server.BaseHTTPRequestHa
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
         def _admin(self, region: str, path: str, query: dict[str, list[str]]) -> None:
+            if match := INSTANCES.match(path):
+                svc = standin.services.get(match.group("ns", "name"))
+                if svc is None:
+                    raise NotFoundError(f"service {match.group('name')!r} not found")
+                warm = standin.warm_instances(svc)
+                return self._send_json(
+                    200, {"warmInstances": sum(warm.values()), "revisions": warm}
+                )
             if match := IAM.match(path):
                 body = json.loads(self._body() or b"{}")
                 if match.group("verb") == "testIamPermissions":
@@ -520,8 +654,23 @@ def make_handler(standin: CloudRunStandIn) -> type[http.server.BaseHTTPRequestHa
             )
 
         def _proxy(self, host: str) -> None:
-            rev = standin.pick_backend(host)
             body = self._body()
+            authorization = self.headers.get("Authorization") or ""
+            claims = _jwt_claims(authorization.removeprefix("Bearer ").strip()) or {}
+            # A digest and the token's claims, never the token: what tests compare.
+            _log(
+                "data plane",
+                host=host,
+                path=urlsplit(self.path).path,
+                authorization_sha256=hashlib.sha256(authorization.encode()).hexdigest(),
+                token_aud=claims.get("aud", ""),
+                token_jti=claims.get("jti", ""),
+            )
+            if refused := standin.refuse_token(host, authorization):
+                return self._send_json(
+                    401, {"error": {"code": 401, "message": refused, "status": "UNAUTHENTICATED"}}
+                )
+            rev = standin.pick_backend(host)
             if rev is None or rev.state != "Ready":
                 why = (
                     "no revision receives traffic"
@@ -589,9 +738,17 @@ def main(argv: list[str] | None = None) -> int:
         help="throwaway CLOUDSDK_CONFIG dir",
     )
     parser.add_argument("--port-file", help="write the listening port to this file (for scripts)")
+    parser.add_argument(
+        "--id-token-max-age",
+        type=float,
+        default=600.0,
+        help="seconds after its iat that an ID token is refused with 401 (Google: 10 minutes)",
+    )
     args = parser.parse_args(argv)
 
-    standin = CloudRunStandIn(ready_timeout=args.ready_timeout)
+    standin = CloudRunStandIn(
+        ready_timeout=args.ready_timeout, id_token_max_age=args.id_token_max_age
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(standin))
     port = server.server_address[1]
     for key, value in gcloud_env(port, args.gcloud_config).items():

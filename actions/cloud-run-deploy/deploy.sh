@@ -21,7 +21,8 @@ run_gcloud() {
   gcloud --quiet "${project[@]}" "$@"
 }
 
-# Prints "url|tag url|revision|previous traffic" for a service description on stdin.
+# Prints "url|tag url|revision|previous traffic|top revision" for a service description on
+# stdin; the top revision is the one with the most traffic.
 describe_fields() {
   python3 -c '
 import json, sys
@@ -29,8 +30,22 @@ tag = sys.argv[1]
 status = json.load(sys.stdin).get("status", {})
 traffic = status.get("traffic") or []
 tagged = next((t for t in traffic if t.get("tag") == tag), {})
-serving = ",".join("%s=%s" % (t.get("revisionName") or "latest", t["percent"]) for t in traffic if t.get("percent"))
-print(status.get("url", ""), tagged.get("url", ""), tagged.get("revisionName", ""), serving or "-", sep="|")
+serving = [t for t in traffic if t.get("percent")]
+listed = ",".join("%s=%s" % (t.get("revisionName") or "latest", t["percent"]) for t in serving)
+top = max(serving, key=lambda t: t["percent"], default={}).get("revisionName", "")
+print(status.get("url", ""), tagged.get("url", ""), tagged.get("revisionName", ""), listed or "-", top, sep="|")
+' "$1"
+}
+
+# Prints the pipeline tags (sha-<7 hex>) of a service description on stdin, but the one given,
+# comma-separated.
+stale_tags() {
+  python3 -c '
+import json, re, sys
+keep = sys.argv[1]
+traffic = json.load(sys.stdin).get("status", {}).get("traffic") or []
+tags = sorted({t["tag"] for t in traffic if re.fullmatch(r"sha-[0-9a-f]{7}", t.get("tag", "")) and t["tag"] != keep})
+print(",".join(tags))
 ' "$1"
 }
 
@@ -46,10 +61,10 @@ deploy() {
     || fail "tag '${tag}' must be lowercase letters, digits and dashes, start with a letter, end with a letter or digit"
   [[ "${TRAFFIC}" == tag || "${TRAFFIC}" == latest ]] || fail "traffic must be tag or latest, got '${TRAFFIC}'"
 
-  local described errors is_first=false previous="-"
+  local described errors is_first=false previous="-" previous_revision=""
   errors="$(mktemp)"
   if described="$(run_gcloud run services describe "${SERVICE}" --region "${REGION}" --format json 2> "${errors}")"; then
-    IFS="|" read -r _ _ _ previous < <(describe_fields "${tag}" <<< "${described}")
+    IFS="|" read -r _ _ _ previous previous_revision < <(describe_fields "${tag}" <<< "${described}")
   elif grep -q "Cannot find service" "${errors}"; then
     # Cloud Run refuses --no-traffic for a new service: its first revision takes all traffic.
     is_first=true
@@ -62,8 +77,16 @@ deploy() {
   if [[ "${is_first}" == false ]]; then
     args+=(--no-traffic)
   fi
+  if [[ -n "${MIN_INSTANCES}" ]]; then
+    # Service-level: a revision-level minimum (--min-instances) stays warm, and billed, on every
+    # revision that is tagged or in the traffic list, even at 0% (gcloud run deploy --help;
+    # cloud.google.com/run/docs/configuring/min-instances). "default" removes an earlier one.
+    args+=(--min "${MIN_INSTANCES}" --min-instances default)
+  fi
   local flag value
-  for flag in min-instances max-instances memory cpu concurrency; do
+  # --max-instances is the revision's cap and keeps nothing warm (gcloud 528 has the
+  # service-level --max in beta only).
+  for flag in max-instances memory cpu concurrency; do
     value="$(printenv "$(tr 'a-z-' 'A-Z_' <<< "${flag}")" || true)"
     if [[ -n "${value}" ]]; then
       args+=("--${flag}" "${value}")
@@ -78,7 +101,9 @@ deploy() {
     args+=(--set-env-vars "^|^$(IFS='|'; echo "${container_env[*]}")")
   fi
   if [[ -n "${CUSTOM_AUDIENCE}" ]]; then
-    args+=(--set-custom-audiences "${CUSTOM_AUDIENCE}")
+    # Added, not set: custom audiences are the service's, for all revisions at once, and
+    # --set-custom-audiences "completely replace[s]" the ones others rely on (gcloud 528).
+    args+=(--add-custom-audiences "${CUSTOM_AUDIENCE}")
   fi
   local words
   while IFS= read -r line; do
@@ -100,6 +125,7 @@ deploy() {
   output tag "${tag}"
   output first-deploy "${is_first}"
   output previous-traffic "${previous}"
+  output previous-revision "${previous_revision}"
   echo "revision ${new_revision} is at ${new_tag_url}; traffic before: ${previous}"
 }
 
@@ -123,8 +149,8 @@ smoke_failed() {
 smoke() {
   [[ -f "${SMOKE_REQUEST}" ]] || fail "smoke request ${SMOKE_REQUEST} does not exist"
   [[ "${SMOKE_TIMEOUT}" =~ ^[0-9]+$ ]] || fail "smoke-timeout must be a number of seconds, got '${SMOKE_TIMEOUT}'"
-  local token="${IDENTITY_TOKEN}"
-  if [[ -z "${token}" && -n "${IDENTITY_TOKEN_COMMAND}" ]]; then
+  local token="${IDENTITY_TOKEN:-}"
+  if [[ -z "${token}" && -n "${IDENTITY_TOKEN_COMMAND:-}" ]]; then
     token="$(AUDIENCE="${CUSTOM_AUDIENCE:-${SERVICE_URL}}" bash -c "${IDENTITY_TOKEN_COMMAND}")" \
       || fail "identity-token-command failed"
   fi
@@ -132,6 +158,8 @@ smoke() {
   if [[ -n "${token}" ]]; then
     echo "::add-mask::${token}"
     curl_args+=(--header "Authorization: Bearer ${token}")
+  else
+    echo "no identity token: the smoke test sends no Authorization header"
   fi
   # Reach the service the way gcloud reaches Google: through its proxy, if it has one.
   if [[ "${CLOUDSDK_PROXY_TYPE:-}" == http && -n "${CLOUDSDK_PROXY_ADDRESS:-}" ]]; then
@@ -168,6 +196,21 @@ traffic() {
     run_gcloud run services update-traffic "${SERVICE}" --region "${REGION}" --to-tags "${TAG}=100"
   fi
   echo "all traffic of ${SERVICE} now goes to ${REVISION}"
+
+  # Earlier deploys' tags go once traffic has moved: a tag keeps a revision addressable (and,
+  # with a revision-level minimum, warm). The revisions stay, for a rollback by name.
+  local described stale
+  described="$(run_gcloud run services describe "${SERVICE}" --region "${REGION}" --format json)"
+  stale="$(stale_tags "${TAG}" <<< "${described}")"
+  if [[ -n "${stale}" ]]; then
+    if run_gcloud run services update-traffic "${SERVICE}" --region "${REGION}" --remove-tags "${stale}"; then
+      echo "removed the earlier tags ${stale}"
+    else
+      echo "::warning title=cloud-run-deploy::could not remove the earlier tags ${stale} of ${SERVICE}"
+      stale=""
+    fi
+  fi
+  output removed-tags "${stale}"
 }
 
 case "${1:-}" in

@@ -2,27 +2,36 @@
 Run stand-in: the real gcloud CLI, revisions served by fake_docker.py instead of containers.
 
 What is checked is the contract of the action: a new revision gets a tag and no traffic, is
-smoke-tested on its tag URL with a bearer token, and only then takes the traffic; a failed smoke
-test leaves traffic where it was and fails with the reason.
+smoke-tested on its tag URL with an ID token minted right before the smoke test, and only then
+takes the traffic, after which the earlier deploys' tags go; a failed smoke test leaves traffic
+(and tags) where they were and fails with the reason. The stand-in holds the service to what Cloud
+Run documents: ID tokens expire, revision-level minimum instances stay warm on tagged revisions,
+custom audiences belong to the whole service.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import subprocess
+import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from act_harness import ActRun, prepare_repo, run_act
+from act_harness import ActRun, prepare_repo, project_settings, run_act
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REGION = "europe-west1"
 SERVICE = "smoke-svc"
 GOOD_IMAGE = "127.0.0.1:5000/local-project/purchase-predict/api@sha256:" + "a" * 64
 BROKEN_IMAGE = "127.0.0.1:5000/local-project/purchase-predict/broken@sha256:" + "b" * 64
+CUSTOM_AUDIENCES = "run.googleapis.com/custom-audiences"
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +42,24 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _deploy(
-    repo: Path, act_binary: str, cloud_run: dict[str, str], work: Path, *, service: str, image: str
+    repo: Path,
+    act_binary: str,
+    cloud_run: dict[str, str],
+    work: Path,
+    *,
+    service: str,
+    image: str,
+    min_instances: str = "0",
+    identity_token: str = "",
 ) -> ActRun:
     """Run the fixture workflow: actions/cloud-run-deploy of ``image`` to ``service``."""
-    inputs = {"service": service, "image": image, "git-sha": os.urandom(20).hex()}
+    inputs = {
+        "service": service,
+        "image": image,
+        "git-sha": os.urandom(20).hex(),
+        "min-instances": min_instances,
+        "identity-token": identity_token,
+    }
     return run_act(
         repo,
         "workflow_dispatch",
@@ -55,25 +78,80 @@ def _result(run: ActRun) -> dict[str, str]:
         for line in run.lines()
         if line.startswith("RESULT ")
     ]
-    assert len(pairs) == 7, run.explain()
+    assert len(pairs) == 9, run.explain()
     return {key.lower().replace("_", "-"): value for key, value in pairs}
 
 
-def _traffic(cloud_run: dict[str, str], service: str) -> list[dict[str, Any]]:
-    """status.traffic of the service, read back with gcloud from the stand-in."""
-    described = subprocess.run(
-        ["gcloud", "run", "services", "describe", service, "--region", REGION, "--format", "json"],
+def _gcloud(cloud_run: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        ["gcloud", *args],
         env={**os.environ, **cloud_run},
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     )
-    return json.loads(described.stdout)["status"]["traffic"]
+    return done.stdout
+
+
+def _describe(cloud_run: dict[str, str], service: str) -> dict[str, Any]:
+    """The service, read back with gcloud from the stand-in."""
+    return json.loads(
+        _gcloud(
+            cloud_run,
+            "run",
+            "services",
+            "describe",
+            service,
+            "--region",
+            REGION,
+            "--format",
+            "json",
+        )
+    )
+
+
+def _traffic(cloud_run: dict[str, str], service: str) -> list[dict[str, Any]]:
+    return _describe(cloud_run, service)["status"]["traffic"]
 
 
 def _serving(cloud_run: dict[str, str], service: str) -> dict[str, int]:
     return {t["revisionName"]: t["percent"] for t in _traffic(cloud_run, service) if t["percent"]}
+
+
+def _tags(cloud_run: dict[str, str], service: str) -> dict[str, str]:
+    return {t["tag"]: t["revisionName"] for t in _traffic(cloud_run, service) if t.get("tag")}
+
+
+def _standin_log(cloud_run: dict[str, str], since: str) -> list[dict[str, Any]]:
+    """The stand-in's JSON log records from ``since`` on (conftest writes it beside the config)."""
+    log = Path(cloud_run["CLOUDSDK_CONFIG"]).parent / "standin.log"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [r for r in records if r["time"] >= since]
+
+
+def _now() -> str:
+    """The stand-in's timestamp format, for comparing with its log."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _token_timeline(cloud_run: dict[str, str], since: str, service: str, tag_url: str) -> dict:
+    """When the deploy reached Cloud Run, and what the smoke requests to ``tag_url`` carried."""
+    records = _standin_log(cloud_run, since)
+    # gcloud run deploy creates (POST) or replaces (PUT) the Knative service: the new revision.
+    services = "/apis/serving.knative.dev/v1/namespaces/local-project/services"
+    deploys = [
+        r
+        for r in records
+        if r["msg"] == "request"
+        and urlsplit(r["line"].split()[1]).path.endswith((services, f"{services}/{service}"))
+        and r["line"].split()[0] in ('"POST', '"PUT')
+    ]
+    smoke = [
+        r for r in records if r["msg"] == "data plane" and r["host"] == urlsplit(tag_url).hostname
+    ]
+    assert deploys and smoke, records
+    return {"deployed": deploys[0]["time"], "smoke": smoke}
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +169,27 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _id_token(audience: str, issued: float, lifetime: float = 600) -> str:
+    """A token shaped like the auth stand-in's (and Google's) ID tokens: a JWT, unsigned here."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    claims = {
+        "iss": "https://accounts.google.com",
+        "aud": audience,
+        "iat": int(issued),
+        "exp": int(issued + lifetime),
+        "jti": "made-by-the-test",
+    }
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c3RhbmQtaW4"
+
+
 def test_first_deploy_is_tagged_smoke_tested_and_serves(first_deploy: dict[str, Any]) -> None:
     result = first_deploy["result"]
     assert result["first-deploy"] == "true"
     assert result["previous-traffic"] == "-"
+    assert result["previous-revision"] == ""
     assert result["smoke-result"] == "passed"
     assert result["tag"].startswith("sha-") and len(result["tag"]) == 11
     assert result["tag-url"].startswith(f"http://{result['tag']}---{SERVICE}-")
@@ -109,6 +204,8 @@ def test_update_takes_traffic_only_after_its_smoke_test(
     tmp_path: Path,
 ) -> None:
     before = _serving(cloud_run, SERVICE)
+    tags_before = _tags(cloud_run, SERVICE)
+    since = _now()
     run = _deploy(repo, act_binary, cloud_run, tmp_path, service=SERVICE, image=GOOD_IMAGE)
     assert run.returncode == 0, run.explain()
     result = _result(run)
@@ -116,12 +213,51 @@ def test_update_takes_traffic_only_after_its_smoke_test(
     assert result["previous-traffic"] == ",".join(f"{rev}={pct}" for rev, pct in before.items())
     assert result["revision"] not in before
     assert _serving(cloud_run, SERVICE) == {result["revision"]: 100}
-    # The smoke test called /predict on the tag URL with the token for the custom audience.
+    # Once traffic has moved, the earlier deploys' tags go; the previous revision stays, untagged,
+    # as the rollback target named in the outputs.
+    (previous,) = before
+    assert result["previous-revision"] == previous
+    assert _tags(cloud_run, SERVICE) == {result["tag"]: result["revision"]}
+    assert set(result["removed-tags"].split(",")) == set(tags_before) - {result["tag"]}
+
+    # The ID token was minted after gcloud run deploy reached Cloud Run and before the first
+    # GET /ready: ID tokens live 10 minutes (google-github-actions/auth README), a build can not.
+    timeline = _token_timeline(cloud_run, since, SERVICE, result["tag-url"])
+    first_ready = timeline["smoke"][0]
+    assert first_ready["path"] == "/ready"
+    assert timeline["deployed"] < first_ready["token_jti"] < first_ready["time"], timeline
+    assert first_ready["token_aud"] == SERVICE  # the service's custom audience
+    # Every smoke request carried that token, and the revision got it as its Authorization header.
+    assert {r["authorization_sha256"] for r in timeline["smoke"]} == {
+        first_ready["authorization_sha256"]
+    }
     predicted = [line for line in run.lines() if "/predict -> 200" in line]
     assert result["tag-url"] in predicted[0]
-    assert _sha256(f"Bearer token-for-{SERVICE}") in predicted[0]
-    tagged = {t.get("tag"): t["revisionName"] for t in _traffic(cloud_run, SERVICE)}
-    assert tagged[result["tag"]] == result["revision"]
+    assert first_ready["authorization_sha256"] in predicted[0]
+
+
+def test_expired_id_token_fails_the_smoke_test_with_401(
+    first_deploy: dict[str, Any],
+    repo: Path,
+    act_binary: str,
+    cloud_run: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    # What a token minted before a build of more than 10 minutes meets: Cloud Run answers 401.
+    before = _serving(cloud_run, SERVICE)
+    stale = _id_token(SERVICE, issued=time.time() - 601)
+    run = _deploy(
+        repo,
+        act_binary,
+        cloud_run,
+        tmp_path,
+        service=SERVICE,
+        image=GOOD_IMAGE,
+        identity_token=stale,
+    )
+    assert run.returncode != 0
+    assert _result(run)["smoke-result"].startswith("GET /ready answered 401"), run.explain()
+    assert _serving(cloud_run, SERVICE) == before
 
 
 def test_failed_smoke_test_leaves_traffic_where_it_was(
@@ -132,6 +268,7 @@ def test_failed_smoke_test_leaves_traffic_where_it_was(
     tmp_path: Path,
 ) -> None:
     before = _serving(cloud_run, SERVICE)
+    tags_before = _tags(cloud_run, SERVICE)
     run = _deploy(repo, act_binary, cloud_run, tmp_path, service=SERVICE, image=BROKEN_IMAGE)
     assert run.returncode != 0
     result = _result(run)
@@ -141,34 +278,147 @@ def test_failed_smoke_test_leaves_traffic_where_it_was(
     assert f"traffic stays on {serving}" in run.explain()
     assert "### Smoke test failed" in run.summary()
     assert _serving(cloud_run, SERVICE) == before
+    # No tag is removed: the serving revision keeps its own, the failed one keeps its for inspection.
+    assert _tags(cloud_run, SERVICE) == {**tags_before, result["tag"]: result["revision"]}
 
 
-def test_api_rollback_redeploys_an_existing_image_through_deploy_api(
-    repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Path, project: dict
+def test_custom_audience_set_by_someone_else_survives_a_deploy(
+    first_deploy: dict[str, Any],
+    repo: Path,
+    act_binary: str,
+    cloud_run: dict[str, str],
+    tmp_path: Path,
 ) -> None:
-    image_tag = os.urandom(20).hex()
+    # Custom audiences are service-level and apply to every revision at once; gcloud's
+    # --set-custom-audiences "completely replace[s] the current custom audiences" (gcloud 528).
+    partner = "https://partner.example/purchase-predict"
+    _gcloud(
+        cloud_run,
+        "run",
+        "services",
+        "update",
+        SERVICE,
+        "--region",
+        REGION,
+        f"--add-custom-audiences={partner}",
+    )
+    run = _deploy(repo, act_binary, cloud_run, tmp_path, service=SERVICE, image=GOOD_IMAGE)
+    assert run.returncode == 0, run.explain()
+    annotations = _describe(cloud_run, SERVICE)["metadata"]["annotations"]
+    assert sorted(json.loads(annotations[CUSTOM_AUDIENCES])) == sorted([partner, SERVICE])
+
+
+def _warm_instances(cloud_run: dict[str, str], service: str) -> dict[str, Any]:
+    """The stand-in's count of the instances Cloud Run would keep warm (and bill) for ``service``."""
+    proxy = f"http://{cloud_run['CLOUDSDK_PROXY_ADDRESS']}:{cloud_run['CLOUDSDK_PROXY_PORT']}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy}))
+    url = f"http://run.local/standin/v1/namespaces/local-project/services/{service}:instances"
+    with opener.open(url, timeout=10) as response:
+        return json.load(response)
+
+
+def test_three_deploys_with_min_one_keep_one_instance_warm(
+    repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Path
+) -> None:
+    # Revision-level --min-instances stays warm on every tagged revision, even at 0% traffic
+    # (cloud.google.com/run/docs/configuring/min-instances): with a new tag per deploy, each
+    # old production revision would keep one instance billed. Service-level --min does not.
+    service = "warm-svc"
+    results = []
+    for n in range(3):
+        run = _deploy(
+            repo,
+            act_binary,
+            cloud_run,
+            tmp_path / str(n),
+            service=service,
+            image=GOOD_IMAGE,
+            min_instances="1",
+        )
+        assert run.returncode == 0, run.explain()
+        results.append(_result(run))
+    warm = _warm_instances(cloud_run, service)
+    assert warm == {"warmInstances": 1, "revisions": {results[-1]["revision"]: 1}}
+    assert _tags(cloud_run, service) == {results[-1]["tag"]: results[-1]["revision"]}
+    assert results[-1]["previous-revision"] == results[-2]["revision"]
+    assert results[-1]["removed-tags"] == results[-2]["tag"]
+
+
+def test_a_deploy_clears_what_revision_level_minimums_left_warm(
+    repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Path
+) -> None:
+    # A service the earlier action deployed: --min-instances 1 and a new tag on each revision.
+    service = "legacy-svc"
+    for n, traffic in ((1, []), (2, ["--no-traffic"])):
+        tag = f"sha-{n}{n}{n}{n}{n}{n}{n}"
+        _gcloud(
+            cloud_run,
+            *("run", "deploy", service, f"--image={GOOD_IMAGE}", f"--region={REGION}"),
+            *(f"--tag={tag}", "--min-instances=1", *traffic),
+        )
+        _gcloud(
+            cloud_run,
+            "run",
+            "services",
+            "update-traffic",
+            service,
+            f"--region={REGION}",
+            f"--to-tags={tag}=100",
+        )
+    assert _warm_instances(cloud_run, service)["warmInstances"] == 2
+    run = _deploy(
+        repo, act_binary, cloud_run, tmp_path, service=service, image=GOOD_IMAGE, min_instances="1"
+    )
+    assert run.returncode == 0, run.explain()
+    result = _result(run)
+    assert _warm_instances(cloud_run, service) == {
+        "warmInstances": 1,
+        "revisions": {result["revision"]: 1},
+    }
+    assert result["removed-tags"] == "sha-1111111,sha-2222222"
+
+
+def _rollback(
+    repo: Path, act_binary: str, cloud_run: dict[str, str], work: Path, image_tag: str
+) -> ActRun:
+    """A manual API run with ``image-tag``: deploy-api.yml redeploys that pushed image."""
     variables = {
         "GCP_PROJECT_ID": "local-project",
         "GCP_WORKLOAD_IDENTITY_PROVIDER": "projects/1/locations/global/workloadIdentityPools/gh/providers/repo",
-        "GCP_SERVICE_ACCOUNT": "deployer@local-project.iam.gserviceaccount.com",
+        "GCP_SERVICE_ACCOUNT": "deployer-staging@local-project.iam.gserviceaccount.com",
         "ARTIFACT_REGISTRY_HOST": "127.0.0.1:5000",
+        # What the GitHub environment staging declares (docs/gcp-setup.md).
+        "CLOUD_RUN_SERVICE": project_settings()["environments"]["staging"]["service"],
+        "CLOUD_RUN_SERVICE_ACCOUNT": "api-runtime-staging@local-project.iam.gserviceaccount.com",
     }
     payload = {
         "ref": "refs/heads/master",
         "inputs": {"environment": "staging", "image-tag": image_tag},
     }
-    run = run_act(
+    return run_act(
         repo,
         "workflow_dispatch",
         "api.yml",
         payload,
         act=act_binary,
-        work=tmp_path,
+        work=work,
         variables=variables,
         env=cloud_run,
     )
-    assert run.returncode == 0, run.explain()
+
+
+def test_api_rollback_redeploys_an_existing_image_through_deploy_api(
+    repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Path, project: dict
+) -> None:
     staging = project["environments"]["staging"]
+    first = _rollback(repo, act_binary, cloud_run, tmp_path / "first", os.urandom(20).hex())
+    assert first.returncode == 0, first.explain()
+    earlier = first.outputs("Deploy API (staging)", step="result")
+
+    image_tag = os.urandom(20).hex()
+    since = _now()
+    run = _rollback(repo, act_binary, cloud_run, tmp_path / "second", image_tag)
+    assert run.returncode == 0, run.explain()
     deployed = run.outputs("Deploy API (staging)", step="result")
     assert deployed["decision"] == "deployed"
     assert deployed["image"] == (
@@ -176,7 +426,17 @@ def test_api_rollback_redeploys_an_existing_image_through_deploy_api(
         f"{project['image_name']}:{image_tag}"
     )
     assert _serving(cloud_run, staging["service"]) == {deployed["revision"]: 100}
-    # The smoke test used the ID token the auth action minted for the service's audience.
-    token_digest = _sha256(f"Bearer standin-id-token-for-{staging['service']}")
-    assert any(token_digest in line for line in run.lines()), run.explain()
+    # The smoke test used an ID token for the service's custom audience, minted after the deploy
+    # (not by the job's first authentication, before the build: it lives 10 minutes).
+    timeline = _token_timeline(cloud_run, since, staging["service"], deployed["tag-url"])
+    first_ready = timeline["smoke"][0]
+    assert first_ready["token_aud"] == staging["service"]
+    assert timeline["deployed"] < first_ready["token_jti"] < first_ready["time"], timeline
+    # The summary names the revision it replaced (untagged now) and the tag it removed.
+    summary = run.summary("Deploy API")
+    assert f"| Rollback target | `{earlier['revision']}` (" in summary, summary
+    assert (
+        f"| Tags removed | {earlier['tag-url'].split('---')[0].removeprefix('http://')} |"
+        in summary
+    )
     assert "now serves" in run.summary("Report")
