@@ -3,6 +3,7 @@ Cloud Run stand-in), started once per session by ``scripts/local_cloud.py`` and 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -24,15 +25,9 @@ STATE = Path(os.environ.get("LOCAL_CLOUD_STATE", ROOT / ".state" / "local-cloud-
 @pytest.fixture(scope="session")
 def local_cloud() -> Iterator[dict[str, str]]:
     """docker + base image + registry + MLflow server + Cloud Run stand-in; the env for them."""
-    missing = [
-        tool
-        for tool in ("dockerd", "docker-registry", "debootstrap", "gcloud")
-        if not shutil.which(tool)
-    ]
-    if missing:
-        pytest.fail(
-            f"the end-to-end suite needs {', '.join(missing)} (run .ci/run or apt-get install them)"
-        )
+    if not shutil.which("gcloud"):
+        pytest.fail("the end-to-end suite needs the gcloud CLI on PATH")
+    # The rest (an engine, debootstrap, docker-registry) is provisioned by `up`, or it says how.
     cloud = LocalCloud(STATE)
     # Started by the caller (nox -s e2e runs the API image test on it first): the caller stops it.
     owned = not all(cloud.status().values())
@@ -55,3 +50,33 @@ def run(
     return subprocess.run(
         cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
     )
+
+
+def listening_addresses() -> dict[int, set[str]]:
+    """TCP port -> the local addresses listening on it, from /proc/net/tcp{,6} (this network
+    namespace: the host's, which revision containers share with --network host)."""
+    found: dict[int, set[str]] = {}
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state != "0A":  # LISTEN
+                continue
+            address, port = local.split(":")
+            found.setdefault(int(port, 16), set()).add(_address(address, width))
+    return found
+
+
+def _address(hex_address: str, width: int) -> str:
+    """The kernel's little-endian hex address as text (0.0.0.0, 127.0.0.1, ::, ::1 ...)."""
+    raw = bytes.fromhex(hex_address)
+    # Each 32-bit word is in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(words) if width == 8 else ipaddress.IPv6Address(words)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(address)
