@@ -4,6 +4,7 @@ Cloud Run stand-in), started once per session by ``scripts/local_cloud.py`` and 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -80,3 +81,19 @@ def _address(hex_address: str, width: int) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+def revision_port(env: dict[str, str], revision: str) -> int:
+    """The PORT the Cloud Run stand-in gave a revision's container (standin-<revision>)."""
+    out = run(["docker", "inspect", "--format", "{{json .Config.Env}}", f"standin-{revision}"], env)
+    assert out.returncode == 0, out.stderr
+    variables = dict(item.split("=", 1) for item in json.loads(out.stdout))
+    return int(variables["PORT"])
+
+
+def assert_loopback_only(port: int, what: str) -> None:
+    """``what`` listens on ``port``, on loopback addresses only (issue 13: nothing the local
+    cloud serves is reachable from other machines)."""
+    addresses = listening_addresses().get(port, set())
+    assert addresses, f"{what}: nothing listens on port {port}"
+    assert addresses <= {"127.0.0.1", "::1"}, f"{what} listens on {sorted(addresses)}"

@@ -22,7 +22,7 @@ import local_cloud  # scripts/ is on sys.path (tests/conftest.py)
 import pytest
 from local_cloud import LocalCloud, LocalCloudError
 
-from .conftest import ROOT, listening_addresses, run
+from .conftest import ROOT, assert_loopback_only, run
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 FAKE_APT = """\
@@ -185,8 +185,5 @@ def test_every_part_of_the_local_cloud_listens_on_loopback_only(
         "mlflow": int(local_cloud["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1]),
         "cloud run stand-in": int(local_cloud["STANDIN_PORT"]),
     }
-    listening = listening_addresses()
     for part, port in ports.items():
-        addresses = listening.get(port, set())
-        assert addresses, f"{part} does not listen on {port}"
-        assert addresses <= {"127.0.0.1", "::1"}, f"{part} listens on {addresses}"
+        assert_loopback_only(port, part)
