@@ -604,6 +604,9 @@ class LocalCloud:
                 f"--artifacts-destination={store / 'artifacts'}",
                 "--workers=1",
             ],
+            # Its job runner (GenAI jobs, 7 more processes) is unused here: without it the
+            # server is ready in ~15 s instead of ~55 s on this machine.
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
         uri = f"http://127.0.0.1:{port}"
         _wait("mlflow server", lambda: _http_ok(f"{uri}/health"), 90, log)
