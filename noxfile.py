@@ -164,7 +164,8 @@ def e2e(session: nox.Session) -> None:
             "no:cacheprovider",
             env={**env, "API_TEST_BASE_IMAGE": env["BASE_IMAGE"], "API_TEST_REQUIRE_DOCKER": "1"},
         )
-        session.run("pytest", "tests/e2e", "-m", "e2e", *session.posargs, env=env)
+        # -v: one line per test as it starts and ends (act scenarios take minutes each).
+        session.run("pytest", "tests/e2e", "-m", "e2e", "-v", *session.posargs, env=env)
     finally:
         # Containers, daemon and servers: nothing outlives the session.
         session.run(*cloud, "down")

@@ -30,6 +30,7 @@ started.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -52,6 +53,17 @@ TRAINING_DIR = ROOT / "purchase_predict"
 API_DIR = ROOT / "purchase_predict_api"
 RAW_EVENTS = TRAINING_DIR / "data" / "01_raw" / "events.parquet"
 TRAINING_RUN = TRAINING_DIR / "data" / "08_reporting" / "training_run.json"
+PRIMARY = TRAINING_DIR / "data" / "03_primary" / "primary.parquet"
+# Model-version tag: a hash of what the training run was made of besides the primary table
+# (project code and configuration, kedro arguments, raw events): with the git_commit and
+# data_fingerprint lineage tags it finds the version a rerun with nothing changed would repeat.
+INPUTS_TAG = "pipeline_inputs"
+TRAINING_INPUTS = (
+    TRAINING_DIR / "src",
+    TRAINING_DIR / "conf",
+    TRAINING_DIR / "pyproject.toml",
+    ROOT / "pyproject.toml",
+)
 SMOKE_REQUEST = API_DIR / "smoke_request.json"
 LOG_TAIL_LINES = 25
 BAKED_MODEL_DIR = "model"  # inside the API build context, as the Dockerfile expects
@@ -170,8 +182,59 @@ class Pipeline:
         with self.stage("data", f"raw events at {RAW_EVENTS.relative_to(ROOT)}"):
             self.run(["purchase-predict-generate", "--out", str(RAW_EVENTS), "--if-missing"])
 
-    def train(self) -> dict:
+    def inputs_fingerprint(self) -> str:
+        """sha256 of the training inputs besides the primary table (see INPUTS_TAG)."""
+        digest = hashlib.sha256(json.dumps(self.kedro_args).encode())
+        files = [RAW_EVENTS]
+        for entry in TRAINING_INPUTS:
+            files += (
+                sorted(f for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else [entry]
+            )
+        for path in files:
+            if "__pycache__" in path.parts or not path.exists():
+                continue
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0")
+            with path.open("rb") as data:
+                digest.update(hashlib.file_digest(data, "sha256").digest())
+        return digest.hexdigest()
+
+    def reusable_version(self, inputs: str) -> dict[str, str] | None:
+        """The registered version trained from these very inputs, found by its lineage tags
+        (git commit, data fingerprint of the primary table, INPUTS_TAG), or None."""
+        commit = self.git("rev-parse", "HEAD")
+        if not PRIMARY.exists() or not commit:
+            return None
+        # Imported here: the stand-in scripts stay importable without the training packages.
+        import pandas as pd  # noqa: PLC0415
+        from mlflow import MlflowClient  # noqa: PLC0415
+
+        from purchase_predict.pipelines.training.nodes import data_fingerprint  # noqa: PLC0415
+
+        fingerprint = data_fingerprint(pd.read_parquet(PRIMARY))
+        client = MlflowClient(self.env["MLFLOW_TRACKING_URI"])
+        query = (
+            f"name = '{self.environment['model_name']}' and tags.git_commit = '{commit}'"
+            f" and tags.data_fingerprint = '{fingerprint}' and tags.{INPUTS_TAG} = '{inputs}'"
+        )
+        versions = client.search_model_versions(query)
+        if not versions:
+            return None
+        newest = max(versions, key=lambda v: int(v.version))
+        return {"version": str(newest.version), "run_id": newest.run_id or ""}
+
+    def train(self) -> dict[str, str] | None:
+        """kedro run, unless a registered version was trained from the same inputs: then that
+        version (and None when a new run was made)."""
         with self.stage("train", "kedro run: features, hyper-parameter search, MLflow logging"):
+            self.inputs = self.inputs_fingerprint()
+            if reused := self.reusable_version(self.inputs):
+                print(
+                    f"[train] nothing changed (commit, data fingerprint, parameters): reusing "
+                    f"version {reused['version']} of run {reused['run_id']}, no new run",
+                    flush=True,
+                )
+                self.summary["training run"] = f"{reused['run_id']} (reused)"
+                return reused
             self.run(
                 ["kedro", "run", *self.kedro_args],
                 cwd=TRAINING_DIR,
@@ -179,16 +242,17 @@ class Pipeline:
             )
         run = json.loads(TRAINING_RUN.read_text())
         self.summary["training run"] = run["run_id"]
-        return run
+        return None
 
-    def promote(self) -> dict[str, str]:
+    def promote(self, reused: dict[str, str] | None) -> dict[str, str]:
+        source = f"--run-id={reused['run_id']}" if reused else f"--training-run-json={TRAINING_RUN}"
         with self.stage(
             "promote", f"quality gate and alias for environment {self.environment['environment']}"
         ):
             try:
                 out = self.python_script(
                     "register_model.py",
-                    f"--training-run-json={TRAINING_RUN}",
+                    source,
                     f"--environment={self.environment['environment']}",
                     f"--branch={self.branch}",
                 )
@@ -196,6 +260,12 @@ class Pipeline:
                 raise PipelineError(
                     f"promotion refused or failed ({err}): nothing deployed"
                 ) from err
+        if not reused:  # found by the next run with the same inputs
+            from mlflow import MlflowClient  # noqa: PLC0415
+
+            MlflowClient(self.env["MLFLOW_TRACKING_URI"]).set_model_version_tag(
+                out["model_name"], out["model_version"], INPUTS_TAG, self.inputs
+            )
         self.summary.update(
             {
                 "model": f"{out['model_name']} version {out['model_version']} @{out['alias']} ({out['decision']})",
@@ -270,33 +340,45 @@ class Pipeline:
             "CUSTOM_AUDIENCE": "",
             "TRAFFIC": "tag",
         }
-        with self.stage(
-            "deploy", f"gcloud run deploy {env['service']} --no-traffic (Cloud Run stand-in)"
-        ):
-            deployed = self.step_script("actions/cloud-run-deploy/deploy.sh", deploy_env, "deploy")
-        with self.stage("smoke", f"GET /ready and POST /predict on {deployed['tag-url']}"):
-            self.step_script(
-                "actions/cloud-run-deploy/deploy.sh",
-                {
-                    "SERVICE_URL": deployed["url"],
-                    "TAG_URL": deployed["tag-url"],
-                    "REVISION": deployed["revision"],
-                    "FIRST_DEPLOY": deployed["first-deploy"],
-                    "PREVIOUS_TRAFFIC": deployed["previous-traffic"],
-                    "CUSTOM_AUDIENCE": "",
-                    "SMOKE_REQUEST": str(SMOKE_REQUEST),
-                    "IDENTITY_TOKEN": "local-stand-in",
-                    "IDENTITY_TOKEN_COMMAND": "",
-                    "SMOKE_TIMEOUT": "120",
-                },
-                "smoke",
-            )
-        with self.stage("traffic", f"route the service to revision {deployed['revision']}"):
-            self.step_script(
-                "actions/cloud-run-deploy/deploy.sh",
-                {**deploy_env, "TAG": deployed["tag"], "REVISION": deployed["revision"]},
-                "traffic",
-            )
+        current = self.serving(env["service"], env["region"], pushed["image"])
+        if current:
+            with self.stage("deploy", f"gcloud run services describe {env['service']}"):
+                print(
+                    f"[deploy] unchanged: revision {current['revision']} already serves this "
+                    "image with all the traffic (no deploy, smoke test or traffic move)",
+                    flush=True,
+                )
+            deployed = current
+        else:
+            with self.stage(
+                "deploy", f"gcloud run deploy {env['service']} --no-traffic (Cloud Run stand-in)"
+            ):
+                deployed = self.step_script(
+                    "actions/cloud-run-deploy/deploy.sh", deploy_env, "deploy"
+                )
+            with self.stage("smoke", f"GET /ready and POST /predict on {deployed['tag-url']}"):
+                self.step_script(
+                    "actions/cloud-run-deploy/deploy.sh",
+                    {
+                        "SERVICE_URL": deployed["url"],
+                        "TAG_URL": deployed["tag-url"],
+                        "REVISION": deployed["revision"],
+                        "FIRST_DEPLOY": deployed["first-deploy"],
+                        "PREVIOUS_TRAFFIC": deployed["previous-traffic"],
+                        "CUSTOM_AUDIENCE": "",
+                        "SMOKE_REQUEST": str(SMOKE_REQUEST),
+                        "IDENTITY_TOKEN": "local-stand-in",
+                        "IDENTITY_TOKEN_COMMAND": "",
+                        "SMOKE_TIMEOUT": "120",
+                    },
+                    "smoke",
+                )
+            with self.stage("traffic", f"route the service to revision {deployed['revision']}"):
+                self.step_script(
+                    "actions/cloud-run-deploy/deploy.sh",
+                    {**deploy_env, "TAG": deployed["tag"], "REVISION": deployed["revision"]},
+                    "traffic",
+                )
         proxy = self.env["STANDIN_PROXY"]
         self.summary.update(revision=deployed["revision"], URL=deployed["url"])
         self.summary["prediction"] = self.predict(deployed["url"], proxy=proxy)
@@ -313,6 +395,52 @@ class Pipeline:
                 f"  curl {revision_url}/predict -H 'Content-Type: application/json' -d @{request}"
                 "      # the revision's container, directly on loopback"
             )
+
+    def serving(self, service: str, region: str, image: str) -> dict[str, str] | None:
+        """The ready revision of ``service`` that runs ``image`` with all the traffic, or None."""
+        described = subprocess.run(
+            [
+                "gcloud",
+                "run",
+                "services",
+                "describe",
+                service,
+                f"--region={region}",
+                "--format=json",
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if described.returncode != 0:
+            return None  # not deployed yet
+        svc = json.loads(described.stdout)
+        status = svc.get("status", {})
+        containers = svc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        revision = status.get("latestReadyRevisionName", "")
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions", [])
+        )
+        serving = {t.get("revisionName"): t.get("percent", 0) for t in status.get("traffic", [])}
+        if not (
+            ready
+            and containers
+            and containers[0].get("image") == image
+            and revision == status.get("latestCreatedRevisionName")
+            and serving.get(revision) == 100
+        ):
+            return None
+        tag_url = next(
+            (
+                t["url"]
+                for t in status["traffic"]
+                if t.get("revisionName") == revision and t.get("url")
+            ),
+            status.get("url", ""),
+        )
+        return {"url": status.get("url", ""), "revision": revision, "tag-url": tag_url}
 
     def serve_locally(self, model_name: str, alias: str) -> None:
         """--no-docker: serve the promoted model with uvicorn, check it, stop it."""
@@ -382,8 +510,7 @@ class Pipeline:
         self.reach: list[str] = []
         self.start_cloud()
         self.data()
-        self.train()
-        promoted = self.promote()
+        promoted = self.promote(self.train())
         model_name, alias = promoted["model_name"], promoted["alias"]
         if self.use_docker:
             baked = self.bake(model_name, alias)

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -34,6 +35,7 @@ def _project(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(PROJECT / "pyproject.toml", project)
+    shutil.copy(PROJECT / ".telemetry", project)  # kedro-telemetry's opt-out: no network call
     shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     (project / "src").mkdir()  # kedro checks it exists; the package itself is installed
@@ -53,7 +55,8 @@ def _kedro_run(project: Path, tracking_uri: str, *args: str) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=tracking_uri, GIT_COMMIT="0" * 40, GIT_BRANCH="feature/test")
     env["COLUMNS"] = "500"  # Kedro's rich traceback would wrap paths and messages at 80
-    return subprocess.run(
+    started = time.monotonic()
+    done = subprocess.run(
         [BIN / "kedro", "run", *args],
         cwd=project,
         env=env,
@@ -62,6 +65,15 @@ def _kedro_run(project: Path, tracking_uri: str, *args: str) -> subprocess.Compl
         timeout=600,
         check=False,
     )
+    _progress(
+        f"kedro run in {project.parent.name}: exit {done.returncode}, {time.monotonic() - started:.0f} s"
+    )
+    return done
+
+
+def _progress(message: str) -> None:
+    """A progress line on the terminal while pytest captures output (kedro runs take a while)."""
+    print(f"\n    [integration] {message}", file=sys.__stderr__, flush=True)
 
 
 def _versions(tracking_uri: str) -> list:
