@@ -423,7 +423,10 @@ class Pipeline:
             c.get("type") == "Ready" and c.get("status") == "True"
             for c in status.get("conditions", [])
         )
-        serving = {t.get("revisionName"): t.get("percent", 0) for t in status.get("traffic", [])}
+        serving: dict[str, int] = {}  # a tagged revision has a 0 % entry besides its share
+        for target in status.get("traffic", []):
+            name = target.get("revisionName", "")
+            serving[name] = serving.get(name, 0) + int(target.get("percent", 0))
         if not (
             ready
             and containers
