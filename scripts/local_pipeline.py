@@ -340,8 +340,8 @@ class Pipeline:
             "CUSTOM_AUDIENCE": "",
             "TRAFFIC": "tag",
         }
-        current = self.serving(env["service"], env["region"], pushed["image"])
-        if current:
+        current = self.serving(env["service"], env["region"])
+        if current and current["image"] == pushed["image"]:
             with self.stage("deploy", f"gcloud run services describe {env['service']}"):
                 print(
                     f"[deploy] unchanged: revision {current['revision']} already serves this "
@@ -382,22 +382,26 @@ class Pipeline:
         proxy = self.env["STANDIN_PROXY"]
         self.summary.update(revision=deployed["revision"], URL=deployed["url"])
         self.summary["prediction"] = self.predict(deployed["url"], proxy=proxy)
-        request = _rel(SMOKE_REQUEST)
-        self.reach = [
+        self.reach = self.reach_lines(deployed)
+
+    def reach_lines(self, deployed: dict[str, str]) -> list[str]:
+        """curl lines that work as printed: the service and tag URLs through the stand-in's
+        proxy, and the revision's container on loopback."""
+        proxy, request = self.env["STANDIN_PROXY"], _rel(SMOKE_REQUEST)
+        json_body = f"-H 'Content-Type: application/json' -d @{request}"
+        lines = [
             "The service URL resolves only through the Cloud Run stand-in (an HTTP proxy):",
-            f"  curl -x {proxy} {deployed['url']}/predict -H 'Content-Type: application/json' "
-            f"-d @{request}",
+            f"  curl -x {proxy} {deployed['url']}/predict {json_body}",
             f"  curl -x {proxy} {deployed['tag-url']}/ready      # this revision, by its tag",
         ]
-        revision_url = self.cloud.revision_url(f"standin-{deployed['revision']}")
-        if revision_url:
-            self.reach.append(
-                f"  curl {revision_url}/predict -H 'Content-Type: application/json' -d @{request}"
-                "      # the revision's container, directly on loopback"
+        if url := self.cloud.revision_url(f"standin-{deployed['revision']}"):
+            lines.append(
+                f"  curl {url}/predict {json_body}      # the revision's container, on loopback"
             )
+        return lines
 
-    def serving(self, service: str, region: str, image: str) -> dict[str, str] | None:
-        """The ready revision of ``service`` that runs ``image`` with all the traffic, or None."""
+    def serving(self, service: str, region: str) -> dict[str, str] | None:
+        """The ready, latest revision of ``service`` when it has all the traffic, or None."""
         described = subprocess.run(
             [
                 "gcloud",
@@ -430,7 +434,6 @@ class Pipeline:
         if not (
             ready
             and containers
-            and containers[0].get("image") == image
             and revision == status.get("latestCreatedRevisionName")
             and serving.get(revision) == 100
         ):
@@ -443,7 +446,32 @@ class Pipeline:
             ),
             status.get("url", ""),
         )
-        return {"url": status.get("url", ""), "revision": revision, "tag-url": tag_url}
+        return {
+            "url": status.get("url", ""),
+            "revision": revision,
+            "tag-url": tag_url,
+            "image": containers[0].get("image", ""),
+        }
+
+    def already_deployed(self, model_version: str) -> dict[str, str] | None:
+        """The service's revision when its image was built from this commit's API code with
+        this model version (the image labels say so): then bake to traffic would repeat it."""
+        env = self.environment
+        if self.git("status", "--porcelain", "--", str(API_DIR), "actions/docker-build"):
+            return None  # uncommitted API changes: the commit does not describe the image
+        current = self.serving(env["service"], env["region"])
+        if not current:
+            return None
+        inspected = self.cloud._docker(
+            "image", "inspect", "--format", "{{json .Config.Labels}}", current["image"]
+        )
+        labels = json.loads(inspected.stdout or "null") if inspected.returncode == 0 else None
+        if not labels or (
+            labels.get("org.opencontainers.image.revision"),
+            labels.get("purchase-predict.model-version"),
+        ) != (self.git("rev-parse", "HEAD"), model_version):
+            return None
+        return current
 
     def serve_locally(self, model_name: str, alias: str) -> None:
         """--no-docker: serve the promoted model with uvicorn, check it, stop it."""
@@ -515,7 +543,21 @@ class Pipeline:
         self.data()
         promoted = self.promote(self.train())
         model_name, alias = promoted["model_name"], promoted["alias"]
-        if self.use_docker:
+        if self.use_docker and (current := self.already_deployed(promoted["model_version"])):
+            with self.stage("deploy", f"what {self.environment['service']} serves"):
+                print(
+                    f"[deploy] nothing changed: revision {current['revision']} serves an image of "
+                    f"this commit with model version {promoted['model_version']} and all the "
+                    "traffic: no bake, build, push or deploy",
+                    flush=True,
+                )
+            self.summary.update(image=current["image"], revision=current["revision"])
+            self.summary["URL"] = current["url"]
+            self.summary["prediction"] = self.predict(
+                current["url"], proxy=self.env["STANDIN_PROXY"]
+            )
+            self.reach = self.reach_lines(current)
+        elif self.use_docker:
             baked = self.bake(model_name, alias)
             self.build_push_deploy(baked["model_version"])
         else:
