@@ -723,7 +723,7 @@ class LocalCloud:
             lines.append(
                 f"Docker engine at {self.env['DOCKER_HOST']} ({self.env.get('DOCKER_ENGINE', '?')})"
             )
-        if _http_ok(f"http://127.0.0.1:{REGISTRY_PORT}/v2/"):
+        if self.env.get("REGISTRY") and _http_ok(f"http://127.0.0.1:{REGISTRY_PORT}/v2/"):
             lines.append(f"image registry http://127.0.0.1:{REGISTRY_PORT}/v2/_catalog")
         if self._alive("mlflow"):
             lines.append(f"MLflow server {self.env.get('MLFLOW_TRACKING_URI', '?')}")
