@@ -6,6 +6,7 @@ embedded defaults) and ``nox -s lint tests`` (what CI runs through ``.ci/run``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,12 +33,29 @@ LOCAL_CLOUD_ENV = ROOT / ".state" / "local-cloud" / "env.json"
 E2E_STATE = ROOT / ".state" / "local-cloud-e2e"
 LOCAL_CLOUD_STATE = ROOT / ".state" / "local-cloud"
 PYTHON = "3.11"
+# Seconds a command has to clean up after Ctrl+C or SIGTERM (stopping what it started).
+CLEANUP_TIMEOUT = 90.0
 
 
 def _sigterm_as_ctrl_c(signum: int, _frame: object) -> None:
-    """nox stops the running command on Ctrl+C (KeyboardInterrupt) and then runs the sessions'
-    ``finally`` blocks; by default SIGTERM kills nox alone and orphans the command."""
+    """SIGTERM as Ctrl+C: nox stops the running command and runs the sessions' ``finally``
+    blocks (by default SIGTERM kills nox alone and orphans the command). The command gets the
+    SIGTERM too (a terminal's Ctrl+C reaches it directly; SIGINT may be ignored in background
+    jobs) and up to CLEANUP_TIMEOUT seconds to stop what it started."""
+    for child in _children():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGTERM)
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _children() -> list[int]:
+    """This process's direct children (Linux /proc; none found elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.append(int(stat.parent.name))
+    return found
 
 
 signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
@@ -165,7 +183,16 @@ def e2e(session: nox.Session) -> None:
             env={**env, "API_TEST_BASE_IMAGE": env["BASE_IMAGE"], "API_TEST_REQUIRE_DOCKER": "1"},
         )
         # -v: one line per test as it starts and ends (act scenarios take minutes each).
-        session.run("pytest", "tests/e2e", "-m", "e2e", "-v", *session.posargs, env=env)
+        session.run(
+            "pytest",
+            "tests/e2e",
+            "-m",
+            "e2e",
+            "-v",
+            *session.posargs,
+            env=env,
+            interrupt_timeout=CLEANUP_TIMEOUT,
+        )
     finally:
         # Containers, daemon and servers: nothing outlives the session.
         session.run(*cloud, "down")
@@ -208,7 +235,12 @@ def pipeline(session: nox.Session) -> None:
     `-- --no-docker` serves with uvicorn instead; `-- --help` lists the options."""
     _install_training(session)
     session.install("-e", f"{API_DIR}[model]")  # the uvicorn fallback reads the MLflow format
-    session.run("python", "scripts/local_pipeline.py", *session.posargs)
+    session.run(
+        "python",
+        "scripts/local_pipeline.py",
+        *session.posargs,
+        interrupt_timeout=CLEANUP_TIMEOUT,
+    )
 
 
 @nox.session(python=PYTHON)

@@ -120,6 +120,8 @@ def _running_dockerd_hosts() -> list[tuple[int, str]]:
             if (proc / "comm").read_text().strip() != "dockerd":
                 continue
             args = (proc / "cmdline").read_bytes().split(b"\0")
+            if args == [b""]:  # exiting (a zombie has no command line)
+                continue
         except OSError:
             continue
         host = DEFAULT_DOCKER_SOCKET

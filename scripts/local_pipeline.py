@@ -168,11 +168,10 @@ class Pipeline:
             try:
                 self.env.update(cloud.up(parts))
             except LocalCloudError as err:
-                self.started = [p for p, up in cloud.status().items() if up and p not in before]
                 raise PipelineError(str(err)) from err
             finally:
                 self.started = [p for p, up in cloud.status().items() if up and p not in before]
-                _say_lines(self.log, (self.state / "provision.log"))
+                _keep_provision_log(self.log, (self.state / "provision.log"))
         self.env["MLFLOW_TRACKING_URI"] = (
             os.environ.get("MLFLOW_TRACKING_URI") or cloud.env["MLFLOW_TRACKING_URI"]
         )
@@ -599,7 +598,7 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def _say_lines(log: Path | None, *sources: Path) -> None:
+def _keep_provision_log(log: Path | None, *sources: Path) -> None:
     """Append the provisioning log to the stage log, so apt-get's output is kept, not shown."""
     if log is None:
         return
@@ -646,8 +645,10 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline(
         args.state.resolve(), kedro_args, docker=not args.no_docker, verbose=args.verbose
     )
-    # SIGTERM as Ctrl+C: the running stage's command is stopped, then what this run started.
+    # SIGTERM as Ctrl+C (even in a background job, where SIGINT starts ignored): the running
+    # stage's command is stopped, then what this run started.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         pipeline.main()
     except (PipelineError, subprocess.CalledProcessError) as err:

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,16 @@ from local_cloud import LocalCloud, LocalCloudError  # noqa: E402
 
 # Cached between runs on one machine: the base image lives in the engine's data root.
 STATE = Path(os.environ.get("LOCAL_CLOUD_STATE", ROOT / ".state" / "local-cloud-e2e"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (what `nox` forwards when it is stopped) as Ctrl+C: pytest stops the running test
+    and tears the fixtures down (the local cloud, act's processes) instead of dying on the spot."""
+    signal.signal(signal.SIGTERM, _as_keyboard_interrupt)
+
+
+def _as_keyboard_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @pytest.fixture(scope="session")
