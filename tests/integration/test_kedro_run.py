@@ -71,9 +71,24 @@ def _kedro_run(project: Path, tracking_uri: str, *args: str) -> subprocess.Compl
     return done
 
 
+_config: list[pytest.Config] = []  # set by the autouse fixture below
+
+
+@pytest.fixture(autouse=True)
+def _terminal(pytestconfig: pytest.Config) -> None:
+    _config[:] = [pytestconfig]
+
+
 def _progress(message: str) -> None:
-    """A progress line on the terminal while pytest captures output (kedro runs take a while)."""
-    print(f"\n    [integration] {message}", file=sys.__stderr__, flush=True)
+    """A progress line on the terminal, past pytest's capture (kedro runs take a while)."""
+    if not _config:
+        return
+    plugins = _config[0].pluginmanager
+    capture, reporter = plugins.get_plugin("capturemanager"), plugins.get_plugin("terminalreporter")
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(f"    [integration] {message}")
 
 
 def _versions(tracking_uri: str) -> list:
