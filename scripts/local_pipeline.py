@@ -307,6 +307,8 @@ class Pipeline:
                     "NETWORK": "host",
                 },
             )
+        if self.log and not self.verbose:
+            print(f"[build] {_build_digest(self.log)}", flush=True)
         with self.stage("push", f"tag with the commit SHA, push to {self.env['REGISTRY']}"):
             pushed = self.step_script(
                 "actions/docker-push/push.sh",
@@ -596,6 +598,16 @@ def _rel(path: Path) -> str:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def _build_digest(log: Path) -> str:
+    """One line for a docker build log: steps, how many came from the cache, the image."""
+    lines = log.read_text(errors="replace").splitlines()
+    steps = sum(1 for line in lines if line.startswith("Step "))
+    cached = sum(1 for line in lines if "Using cache" in line)
+    built = next((line for line in reversed(lines) if line.startswith("Successfully built")), "")
+    image = built.removeprefix("Successfully built ").strip()
+    return f"{steps} steps, {cached} from the cache" + (f", image {image}" if image else "")
 
 
 def _keep_provision_log(log: Path | None, *sources: Path) -> None:
