@@ -88,6 +88,7 @@ def _progress(message: str) -> None:
     if capture is None or reporter is None:
         return
     with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
         reporter.write_line(f"    [integration] {message}")
 
 
