@@ -6,11 +6,14 @@ embedded defaults) and ``nox -s lint tests`` (what CI runs through ``.ci/run``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -28,7 +31,34 @@ TRAINING_RUN = TRAINING_DIR / "data" / "08_reporting" / "training_run.json"
 LOCAL_CLOUD_ENV = ROOT / ".state" / "local-cloud" / "env.json"
 # The end-to-end suite's own local cloud (tests/e2e/conftest.py uses the same directory).
 E2E_STATE = ROOT / ".state" / "local-cloud-e2e"
+LOCAL_CLOUD_STATE = ROOT / ".state" / "local-cloud"
 PYTHON = "3.11"
+# Seconds a command has to clean up after Ctrl+C or SIGTERM (stopping what it started).
+CLEANUP_TIMEOUT = 90.0
+
+
+def _sigterm_as_ctrl_c(signum: int, _frame: object) -> None:
+    """SIGTERM as Ctrl+C: nox stops the running command and runs the sessions' ``finally``
+    blocks (by default SIGTERM kills nox alone and orphans the command). The command gets the
+    SIGTERM too (a terminal's Ctrl+C reaches it directly; SIGINT may be ignored in background
+    jobs) and up to CLEANUP_TIMEOUT seconds to stop what it started."""
+    for child in _children():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGTERM)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _children() -> list[int]:
+    """This process's direct children (Linux /proc; none found elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.append(int(stat.parent.name))
+    return found
+
+
+signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
 
 
 def _paths(*patterns: str) -> list[str]:
@@ -54,21 +84,45 @@ def _git(*args: str) -> str:
         return ""
 
 
-def _tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else the local pipeline's MLflow server when up, else the SQLite store."""
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-        return uri
-    if LOCAL_CLOUD_ENV.exists():
-        uri = json.loads(LOCAL_CLOUD_ENV.read_text()).get("MLFLOW_TRACKING_URI", "")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                return uri
-        except (OSError, ValueError):
-            pass
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from project_config import default_tracking_uri  # noqa: PLC0415 - scripts/ is not a package
+def _live_local_mlflow() -> str:
+    """The local pipeline's MLflow server URI when it answers, else ""."""
+    if not LOCAL_CLOUD_ENV.exists():
+        return ""
+    uri = json.loads(LOCAL_CLOUD_ENV.read_text()).get("MLFLOW_TRACKING_URI", "")
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2):
+            return uri
+    except (OSError, ValueError):
+        return ""
 
-    return default_tracking_uri()
+
+def _tracking_uri(session: nox.Session) -> tuple[str, Callable[[], None]]:
+    """Where the model to serve is registered, and how to stop what was started to reach it.
+
+    MLFLOW_TRACKING_URI, else the local pipeline's MLflow server (started from its store when
+    it is down, e.g. after `local_cloud.py down`, and stopped afterwards), else the embedded
+    SQLite store of `nox -s train`. None of them: the session says what to run first, and
+    creates no empty store.
+    """
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri, lambda: None
+    if uri := _live_local_mlflow():
+        return uri, lambda: None
+    cloud = ["python", "scripts/local_cloud.py", "--state", str(LOCAL_CLOUD_STATE)]
+    if (LOCAL_CLOUD_STATE / "mlflow" / "mlflow.db").exists():
+        session.log("the local pipeline's MLflow server is down: starting it for this session")
+        session.run(*cloud, "up", "mlflow", silent=True)
+        return _live_local_mlflow(), lambda: session.run(*cloud, "down", "mlflow", silent=True)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from project_config import DEFAULT_MLFLOW_DB  # noqa: PLC0415 - scripts/ is not a package
+
+    if Path(DEFAULT_MLFLOW_DB).exists():
+        return f"sqlite:///{DEFAULT_MLFLOW_DB}", lambda: None
+    session.error(
+        "no model registered yet: run `nox -s pipeline` (or `nox -s train`) first, "
+        "or set MLFLOW_TRACKING_URI"
+    )
+    raise AssertionError  # session.error raises
 
 
 def _train(session: nox.Session, *kedro_args: str) -> dict:
@@ -128,7 +182,17 @@ def e2e(session: nox.Session) -> None:
             "no:cacheprovider",
             env={**env, "API_TEST_BASE_IMAGE": env["BASE_IMAGE"], "API_TEST_REQUIRE_DOCKER": "1"},
         )
-        session.run("pytest", "tests/e2e", "-m", "e2e", *session.posargs, env=env)
+        # -v: one line per test as it starts and ends (act scenarios take minutes each).
+        session.run(
+            "pytest",
+            "tests/e2e",
+            "-m",
+            "e2e",
+            "-v",
+            *session.posargs,
+            env=env,
+            interrupt_timeout=CLEANUP_TIMEOUT,
+        )
     finally:
         # Containers, daemon and servers: nothing outlives the session.
         session.run(*cloud, "down")
@@ -167,10 +231,16 @@ def train(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def pipeline(session: nox.Session) -> None:
-    """Local pre-production pipeline: train, promote, bake, build, push, deploy, smoke, route."""
+    """Local pre-production pipeline: train, promote, bake, build, push, deploy, smoke, route.
+    `-- --no-docker` serves with uvicorn instead; `-- --help` lists the options."""
     _install_training(session)
     session.install("-e", f"{API_DIR}[model]")  # the uvicorn fallback reads the MLflow format
-    session.run("python", "scripts/local_pipeline.py", *session.posargs)
+    session.run(
+        "python",
+        "scripts/local_pipeline.py",
+        *session.posargs,
+        interrupt_timeout=CLEANUP_TIMEOUT,
+    )
 
 
 @nox.session(python=PYTHON)
@@ -192,15 +262,19 @@ def serve(session: nox.Session) -> None:
     )
     env = json.loads(resolved.stdout)
     model_uri = f"models:/{env['model_name']}@{env['alias']}"
-    tracking_uri = _tracking_uri()
+    tracking_uri, stop = _tracking_uri(session)
     port = os.environ.get("PORT", "8080")
     session.log(f"serving {model_uri} from {tracking_uri} on http://127.0.0.1:{port}")
-    session.run(
-        "purchase-predict-api",
-        env={
-            "MODEL_URI": model_uri,
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "PORT": port,
-            "GIT_SHA": _git("rev-parse", "HEAD") or "unknown",
-        },
-    )
+    try:
+        session.run(
+            "purchase-predict-api",
+            env={
+                "MODEL_URI": model_uri,
+                "MLFLOW_TRACKING_URI": tracking_uri,
+                "HOST": "127.0.0.1",
+                "PORT": port,
+                "GIT_SHA": _git("rev-parse", "HEAD") or "unknown",
+            },
+        )
+    finally:
+        stop()

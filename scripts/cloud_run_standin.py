@@ -5,7 +5,7 @@ It speaks the slice of the Cloud Run Admin API (Knative serving v1) that the rea
 ``gcloud`` CLI uses for ``gcloud run deploy`` (incl. ``--no-traffic``, ``--tag``,
 ``--set-env-vars``, ``--port``), ``gcloud run services describe`` and
 ``gcloud run services update-traffic``, and it is the data plane too: it runs one Docker
-container per revision (``--network host``, ``PORT`` set to a free port), marks a revision
+container per revision (``--network host``, ``PORT`` set to a free port, ``HOST=127.0.0.1``), marks a revision
 ready only once that port answers, and forwards requests for the service URL (by the
 traffic split) and for tag URLs to the right container. A revision that fails to start
 leaves the previous one serving, as on Cloud Run.
@@ -237,6 +237,9 @@ class CloudRunStandIn:
         env.update(
             PORT=str(rev.port), K_SERVICE=svc.name, K_REVISION=rev.name, K_CONFIGURATION=svc.name
         )
+        # Containers share the host's network here (no bridge): HOST keeps the revision on
+        # loopback, where Cloud Run's own sandbox would keep it private (images honouring HOST).
+        env["HOST"] = "127.0.0.1"
         cmd = [self.docker, "run", "-d", "--network", "host", "--name", rev.container]
         for key, value in env.items():
             cmd += ["-e", f"{key}={value}"]

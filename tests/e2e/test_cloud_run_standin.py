@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run
+from .conftest import assert_loopback_only, revision_port, run
 
 pytestmark = pytest.mark.e2e
 SERVICE = "standin-check"
@@ -20,7 +20,8 @@ RUN mkdir /w && echo {body} > /w/index.html
 WORKDIR /w
 CMD {cmd}
 """
-SERVE = '["sh", "-c", "exec python3 -m http.server ${PORT:-8080}"]'
+# As the API does (app/core/config.py): listen on $HOST:$PORT, all interfaces by default.
+SERVE = '["sh", "-c", "exec python3 -m http.server --bind ${HOST:-0.0.0.0} ${PORT:-8080}"]'
 CRASH = '["sh", "-c", "echo model file missing; exit 3"]'
 
 
@@ -104,6 +105,9 @@ def test_deploy_tag_traffic_and_failed_revision(
     url = svc["status"]["url"]
     rev1 = svc["status"]["latestReadyRevisionName"]
     assert _get(env, url) == (200, "one\n")
+    # Revision containers share the host's network here (Cloud Run would sandbox them): the
+    # stand-in has them listen on loopback only.
+    assert_loopback_only(revision_port(env, rev1), f"revision {rev1}")
 
     # Second revision without traffic: reachable on its tag only.
     second = run(

@@ -30,7 +30,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from .conftest import ROOT, run
+from .conftest import ROOT, assert_loopback_only, revision_port, run
 
 sys.path.insert(0, str(ROOT / "tests" / "workflows"))
 
@@ -285,6 +285,10 @@ def test_2_training_success_deploys_the_api_with_that_model(
     ready = {c["type"]: c["status"] for c in service["status"]["conditions"]}
     assert ready.get("Ready") == "True", service["status"]
     assert service["status"]["url"] == report["url"]
+    # The API image honours HOST: its revision listens on loopback only (--network host here).
+    assert_loopback_only(
+        revision_port(scenario.env, report["revision"]), f"revision {report['revision']}"
+    )
     # A client of the service URL gets a prediction from the model trained in step 1.
     status, answer = _predict(scenario.env, report["url"])
     assert status == 200, answer

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -34,6 +35,7 @@ def _project(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(PROJECT / "pyproject.toml", project)
+    shutil.copy(PROJECT / ".telemetry", project)  # kedro-telemetry's opt-out: no network call
     shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     (project / "src").mkdir()  # kedro checks it exists; the package itself is installed
@@ -53,7 +55,8 @@ def _kedro_run(project: Path, tracking_uri: str, *args: str) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=tracking_uri, GIT_COMMIT="0" * 40, GIT_BRANCH="feature/test")
     env["COLUMNS"] = "500"  # Kedro's rich traceback would wrap paths and messages at 80
-    return subprocess.run(
+    started = time.monotonic()
+    done = subprocess.run(
         [BIN / "kedro", "run", *args],
         cwd=project,
         env=env,
@@ -62,6 +65,31 @@ def _kedro_run(project: Path, tracking_uri: str, *args: str) -> subprocess.Compl
         timeout=600,
         check=False,
     )
+    _progress(
+        f"kedro run in {project.parent.name}: exit {done.returncode}, {time.monotonic() - started:.0f} s"
+    )
+    return done
+
+
+_config: list[pytest.Config] = []  # set by the autouse fixture below
+
+
+@pytest.fixture(autouse=True)
+def _terminal(pytestconfig: pytest.Config) -> None:
+    _config[:] = [pytestconfig]
+
+
+def _progress(message: str) -> None:
+    """A progress line on the terminal, past pytest's capture (kedro runs take a while)."""
+    if not _config:
+        return
+    plugins = _config[0].pluginmanager
+    capture, reporter = plugins.get_plugin("capturemanager"), plugins.get_plugin("terminalreporter")
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_line(f"    [integration] {message}")
 
 
 def _versions(tracking_uri: str) -> list:
