@@ -989,6 +989,17 @@ def _pipeline_section(pipeline: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+# Where the hand-measured part of docs/benchmarks.md starts: a regenerated report keeps it.
+HAND_MEASURED = "<!-- measured by hand below: scripts/benchmark.py keeps this part -->"
+
+
+def kept_by_hand(report_path: Path) -> str:
+    """The hand-measured tail of an existing report (from HAND_MEASURED on), or ""."""
+    text = report_path.read_text(encoding="utf-8") if report_path.exists() else ""
+    start = text.find(HAND_MEASURED)
+    return "\n" + text[start:] if start >= 0 else ""
+
+
 def report(bench: Bench, command: str) -> str:
     """docs/benchmarks.md for the sections that ran."""
     r = bench.results
@@ -1092,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n## Not measured in this run\n\n" + "".join(
             f"- {section}: {reason}\n" for section, reason in failures.items()
         )
-    args.out.write_text(text + "\n")
+    args.out.write_text(text + "\n" + kept_by_hand(args.out))
     (work / "results.json").write_text(json.dumps(bench.results, indent=2))
     print(text)
     say(f"wrote {args.out}")
