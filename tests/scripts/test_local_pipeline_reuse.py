@@ -7,25 +7,15 @@ kedro arguments, raw events). Any one of them changing means a new training.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import local_pipeline
 import pandas as pd
 import pytest
+from act_harness import git
 
 from purchase_predict.pipelines.training.nodes import data_fingerprint
-
-
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 @pytest.fixture
@@ -47,9 +37,9 @@ def project(tmp_path: Path, sessions_frame: pd.DataFrame, monkeypatch: pytest.Mo
         user_session=[f"s{i}" for i in range(len(sessions_frame))],
     )
     frame.to_parquet(primary)
-    _git(root, "init", "--quiet")
-    _git(root, "add", "purchase_predict/src", "purchase_predict/conf")
-    _git(root, "commit", "--quiet", "-m", "project")
+    git(root, "init", "--quiet")
+    git(root, "add", "purchase_predict/src", "purchase_predict/conf")
+    git(root, "commit", "--quiet", "-m", "project")
     monkeypatch.setattr(local_pipeline, "ROOT", root)
     monkeypatch.setattr(local_pipeline, "RAW_EVENTS", raw)
     monkeypatch.setattr(local_pipeline, "PRIMARY", primary)
@@ -79,7 +69,7 @@ def test_a_rerun_with_the_same_inputs_reuses_the_version(
     pipeline = _pipeline(tmp_path, registry, ["--params", "automl_max_evals=3"])
     inputs = pipeline.inputs_fingerprint()
     version = registry.runs["good"].model_version
-    commit = _git(project["root"], "rev-parse", "HEAD")
+    commit = git(project["root"], "rev-parse", "HEAD")
     _tag_as_trained_from(registry, version, commit, project["fingerprint"], inputs)
 
     found = pipeline.reusable_version(pipeline.inputs_fingerprint())
@@ -93,7 +83,7 @@ def test_any_changed_input_trains_anew(
 ) -> None:
     pipeline = _pipeline(tmp_path, registry, ["--params", "automl_max_evals=3"])
     version = registry.runs["good"].model_version
-    commit = _git(project["root"], "rev-parse", "HEAD")
+    commit = git(project["root"], "rev-parse", "HEAD")
     _tag_as_trained_from(
         registry, version, commit, project["fingerprint"], pipeline.inputs_fingerprint()
     )
@@ -105,6 +95,6 @@ def test_any_changed_input_trains_anew(
     elif change == "code":  # uncommitted: the commit alone would not see it
         (project["root"] / "purchase_predict" / "src" / "nodes.py").write_text("# changed\n")
     else:
-        _git(project["root"], "commit", "--quiet", "--allow-empty", "-m", "next")
+        git(project["root"], "commit", "--quiet", "--allow-empty", "-m", "next")
 
     assert pipeline.reusable_version(pipeline.inputs_fingerprint()) is None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from act_harness import git
 from trigger_plan import Context, Refused, api_plan, training_plan
 
 REPOSITORY = "example/purchase-predict"
@@ -23,21 +24,11 @@ STAGING_API = ("api", "--environment", "staging", "--branch", "staging")
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "trigger_plan.py"
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
 def _commit(repo: Path, message: str) -> str:
     (repo / "log.txt").open("a").write(f"{message}\n")
-    _git(repo, "add", "log.txt")
-    _git(repo, "commit", "--quiet", "-m", message)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "log.txt")
+    git(repo, "commit", "--quiet", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture
@@ -46,15 +37,15 @@ def repo(tmp_path: Path) -> dict[str, Any]:
     m1 <- m2 and staging forked at m1 with s1 <- s2."""
     origin = tmp_path / "origin"
     origin.mkdir()
-    _git(origin, "init", "--quiet", "--initial-branch", "master")
+    git(origin, "init", "--quiet", "--initial-branch", "master")
     m1 = _commit(origin, "m1")
-    _git(origin, "checkout", "--quiet", "-b", "staging")
+    git(origin, "checkout", "--quiet", "-b", "staging")
     s1 = _commit(origin, "s1")
     s2 = _commit(origin, "s2")
-    _git(origin, "checkout", "--quiet", "master")
+    git(origin, "checkout", "--quiet", "master")
     m2 = _commit(origin, "m2")
     clone = tmp_path / "clone"
-    _git(tmp_path, "clone", "--quiet", str(origin), str(clone))
+    git(tmp_path, "clone", "--quiet", str(origin), str(clone))
     return {"path": clone, "m1": m1, "m2": m2, "s1": s1, "s2": s2}
 
 
