@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -70,8 +69,13 @@ def _install_group(session: nox.Session, *groups: str) -> None:
         session.install(*nox.project.dependency_groups(ROOT_PYPROJECT, group))
 
 
+def _install_local(session: nox.Session, *projects: str) -> None:
+    """Editable installs of this repository's projects (folder names, extras allowed)."""
+    session.install(*(arg for project in projects for arg in ("-e", str(ROOT / project))))
+
+
 def _install_training(session: nox.Session) -> None:
-    session.install("-e", str(TRAINING_DIR))
+    _install_local(session, "contract", "delivery[gate]", "rig", "purchase_predict")
 
 
 def _git(*args: str) -> str:
@@ -108,16 +112,19 @@ def _tracking_uri(session: nox.Session) -> tuple[str, Callable[[], None]]:
         return uri, lambda: None
     if uri := _live_local_mlflow():
         return uri, lambda: None
-    cloud = ["python", "scripts/local_cloud.py", "--state", str(LOCAL_CLOUD_STATE)]
+    cloud = ["python", "-m", "purchase_rig.local_cloud", "--state", str(LOCAL_CLOUD_STATE)]
     if (LOCAL_CLOUD_STATE / "mlflow" / "mlflow.db").exists():
         session.log("the local pipeline's MLflow server is down: starting it for this session")
         session.run(*cloud, "up", "mlflow", silent=True)
         return _live_local_mlflow(), lambda: session.run(*cloud, "down", "mlflow", silent=True)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from project_config import DEFAULT_MLFLOW_DB  # noqa: PLC0415 - scripts/ is not a package
-
-    if Path(DEFAULT_MLFLOW_DB).exists():
-        return f"sqlite:///{DEFAULT_MLFLOW_DB}", lambda: None
+    store = session.run(
+        "python",
+        "-c",
+        "from purchase_contract.config import load_config; print(load_config().local_mlflow_store)",
+        silent=True,
+    ).strip()
+    if Path(store).exists():
+        return f"sqlite:///{store}", lambda: None
     session.error(
         "no model registered yet: run `nox -s pipeline` (or `nox -s train`) first, "
         "or set MLFLOW_TRACKING_URI"
@@ -156,7 +163,7 @@ def tests(session: nox.Session, suite: str) -> None:
     _install_group(session, "test")
     if suite == "training":
         _install_training(session)
-        paths = ["purchase_predict/tests", "tests", "-m", "not e2e"]
+        paths = ["contract/tests", "purchase_predict/tests", "tests", "-m", "not e2e"]
     else:
         session.install("-e", f"{API_DIR}[test]")
         paths = ["purchase_predict_api/tests"]
@@ -171,7 +178,7 @@ def e2e(session: nox.Session) -> None:
     _install_training(session)
     # The API image test's fixtures, and uv for the workflows' setup-uv stand-in.
     session.install("-e", f"{API_DIR}[test]", "uv")
-    cloud = ["python", "scripts/local_cloud.py", "--state", str(E2E_STATE)]
+    cloud = ["python", "-m", "purchase_rig.local_cloud", "--state", str(E2E_STATE)]
     session.run(*cloud, "up", "docker", "base", "registry", "mlflow", "cloudrun")
     try:
         env = json.loads((E2E_STATE / "env.json").read_text())
@@ -204,7 +211,7 @@ def bench(session: nox.Session) -> None:
     feature step at 1 M and 10 M events, local pipeline; writes docs/benchmarks.md.
     Options after `--`, e.g. `nox -s bench -- --only serving,batch` (see --help)."""
     _install_training(session)
-    session.install("-e", f"{API_DIR}[model]")
+    _install_local(session, "bench", "purchase_predict_api[model]")
     # Byte-compiled, as pip installs and as the API image is: uv does not compile by default
     # and this machine sets PYTHONDONTWRITEBYTECODE, so cold starts would time the compiler
     # (importing the API took 1.6 s instead of 0.5 s). Up-to-date files are skipped.
@@ -218,7 +225,7 @@ def bench(session: nox.Session) -> None:
         str(TRAINING_DIR / "src"),
         silent=True,
     )
-    session.run("python", "scripts/benchmark.py", *session.posargs)
+    session.run("python", "-m", "purchase_bench.benchmark", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -237,7 +244,8 @@ def pipeline(session: nox.Session) -> None:
     session.install("-e", f"{API_DIR}[model]")  # the uvicorn fallback reads the MLflow format
     session.run(
         "python",
-        "scripts/local_pipeline.py",
+        "-m",
+        "purchase_rig.local_pipeline",
         *session.posargs,
         interrupt_timeout=CLEANUP_TIMEOUT,
     )
@@ -246,21 +254,17 @@ def pipeline(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def serve(session: nox.Session) -> None:
     """Serve the current branch's alias (staging by default) with uvicorn on $PORT or 8080."""
-    session.install("-e", f"{API_DIR}[local]")  # full mlflow: the embedded store is SQLite
-    resolved = subprocess.run(
-        [
-            sys.executable,
-            "scripts/branch_env.py",
-            "--fallback",
-            "--json",
-            _git("branch", "--show-current"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
+    # Full mlflow: the embedded store is SQLite.
+    _install_local(session, "contract", "delivery", "purchase_predict_api[local]")
+    resolved = session.run(
+        "python",
+        "scripts/branch_env.py",
+        "--fallback",
+        "--json",
+        _git("branch", "--show-current"),
+        silent=True,
     )
-    env = json.loads(resolved.stdout)
+    env = json.loads(resolved)
     model_uri = f"models:/{env['model_name']}@{env['alias']}"
     tracking_uri, stop = _tracking_uri(session)
     port = os.environ.get("PORT", "8080")

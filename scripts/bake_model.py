@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from project_config import ConfigError, default_tracking_uri, load_config
+from purchase_contract.config import ConfigError, load_config, tracking_uri
 
 API_DIR = Path(__file__).resolve().parent.parent / "purchase_predict_api"
 if str(API_DIR) not in sys.path:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         model_uri = args.model_uri or _environment_uri(args.environment)
-        meta = bake(model_uri, args.out, tracking_uri=args.tracking_uri or default_tracking_uri())
+        meta = bake(model_uri, args.out, tracking_uri=args.tracking_uri or tracking_uri())
     except (ConfigError, ModelSourceError) as err:
         print(f"bake_model.py: {err}", file=sys.stderr)
         return 2

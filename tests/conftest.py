@@ -1,9 +1,8 @@
 """Repository-level fixtures: MLflow isolation, a throw-away SQLite store, a real MLflow server,
 the project's settings and the act executable (workflow and end-to-end suites).
 
-``scripts/`` is put on ``sys.path`` so tests import the command-line scripts the way the
-scripts import each other (``import project_config``), and ``tests/workflows`` so suites share
-its act harness.
+The code under test comes from its installed packages (contract, delivery, rig, the Kedro
+project): nothing is imported from a path.
 """
 
 from __future__ import annotations
@@ -24,13 +23,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS_DIR = REPO_ROOT / "scripts"
-WORKFLOW_TESTS_DIR = REPO_ROOT / "tests" / "workflows"
-for _path in (SCRIPTS_DIR, WORKFLOW_TESTS_DIR):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
 
-from act_harness import act_executable, project_settings  # noqa: E402
-from cloud_run_standin import free_port  # noqa: E402
+from purchase_rig.act import act_executable, project_settings  # noqa: E402
+from purchase_rig.cloud_run_standin import free_port  # noqa: E402
 
 SERVER_START_TIMEOUT_S = 120.0
 

@@ -9,16 +9,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
+from purchase_rig.local_cloud import LocalCloud, LocalCloudError
 
-from local_cloud import LocalCloud, LocalCloudError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 # Cached between runs on one machine: the base image lives in the engine's data root.
 STATE = Path(os.environ.get("LOCAL_CLOUD_STATE", ROOT / ".state" / "local-cloud-e2e"))

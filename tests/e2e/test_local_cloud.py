@@ -18,9 +18,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import local_cloud  # scripts/ is on sys.path (tests/conftest.py)
 import pytest
-from local_cloud import LocalCloud, LocalCloudError
+
+from purchase_rig import local_cloud
+from purchase_rig.local_cloud import LocalCloud, LocalCloudError
 
 from .conftest import ROOT, assert_loopback_only, run
 

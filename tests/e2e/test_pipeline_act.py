@@ -20,7 +20,6 @@ The scenario is one story, in order (each test needs the state the previous ones
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,17 +29,15 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from .conftest import ROOT, assert_loopback_only, revision_port, run
-
-sys.path.insert(0, str(ROOT / "tests" / "workflows"))
-
-from act_harness import (
+from purchase_rig.act import (
     REPOSITORY,
     ActRun,
     git,
     prepare_project_repo,
     run_act,
 )
+
+from .conftest import ROOT, assert_loopback_only, revision_port, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 

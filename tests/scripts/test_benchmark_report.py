@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import benchmark
+from purchase_bench import benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import branch_env
 import pytest
+
+from purchase_delivery import branch_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "branch_env.py"
@@ -267,10 +268,12 @@ def test_help_documents_every_output_key(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_cli_runs_on_a_bare_interpreter_without_site_packages() -> None:
-    """Workflows call it with python3 before installing anything: stdlib only."""
+    """Workflows call it with python3 before installing anything: stdlib only, its packages from
+    source as actions/resolve-environment gives them (PYTHONPATH)."""
     env = ENV_NAMES[0]
     # -S: no site-packages, so any third-party import would fail.
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    clean_env["PYTHONPATH"] = f"{REPO_ROOT / 'contract/src'}:{REPO_ROOT / 'delivery/src'}"
 
     result = subprocess.run(
         [sys.executable, "-S", str(SCRIPT), f"refs/heads/{ENVIRONMENTS[env]['branch']}"],

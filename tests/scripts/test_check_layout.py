@@ -11,8 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import check_layout
 import pytest
+
+from purchase_delivery import check_layout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

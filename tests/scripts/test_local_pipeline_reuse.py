@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import local_pipeline
 import pandas as pd
 import pytest
-from act_harness import git
 
 from purchase_predict.pipelines.training.nodes import data_fingerprint
+from purchase_rig import local_pipeline
+from purchase_rig.act import git
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-import register_model
 from sklearn.metrics import f1_score
+
+from purchase_delivery import register_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "register_model.py"

@@ -12,7 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from project_config import load_config
+from purchase_contract.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "registry.md"

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from act_harness import git
-from trigger_plan import Context, Refused, api_plan, training_plan
+
+from purchase_delivery.trigger_plan import Context, Refused, api_plan, training_plan
+from purchase_rig.act import git
 
 REPOSITORY = "example/purchase-predict"
 # The API plan for an event resolved to staging, as api.yml's resolve job calls it.

@@ -1,5 +1,5 @@
 """Fixtures for the workflow tests: act, a throwaway repository holding the pipeline, and the
-Cloud Run stand-in (scripts/cloud_run_standin.py) with a fake docker CLI as its data plane."""
+Cloud Run stand-in (purchase_rig.cloud_run_standin) with a fake docker CLI as its data plane."""
 
 from __future__ import annotations
 
@@ -14,19 +14,9 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from act_harness import (  # noqa: E402
-    ROOT,
-    ActRun,
-    prepare_repo,
-    run_act,
-)
-
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from cloud_run_standin import gcloud_env  # noqa: E402
+from purchase_rig import fake_docker
+from purchase_rig.act import ActRun, prepare_repo, run_act
+from purchase_rig.cloud_run_standin import gcloud_env
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +58,7 @@ def cloud_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     bin_dir = state / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"
-    docker.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fake_docker.py"}" "$@"\n')
+    docker.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake_docker.__file__}" "$@"\n')
     docker.chmod(0o755)
     port_file = state / "port"
     env = {
@@ -80,7 +70,8 @@ def cloud_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     server = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "scripts" / "cloud_run_standin.py"),
+            "-m",
+            "purchase_rig.cloud_run_standin",
             "--port-file",
             str(port_file),
             "--gcloud-config",

@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from act_harness import ActRun, prepare_repo, project_settings, run_act
+
+from purchase_rig.act import ActRun, prepare_repo, project_settings, run_act
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REGION = "europe-west1"

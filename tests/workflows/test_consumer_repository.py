@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 import yaml
-from act_harness import (
+
+from purchase_rig.act import (
     DECOY_ACTION,
     ROOT,
     ActRun,

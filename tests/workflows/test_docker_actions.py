@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from act_harness import ActRun, prepare_repo, run_act
+
+from purchase_rig import fake_docker
+from purchase_rig.act import ActRun, prepare_repo, run_act
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HERE = Path(__file__).resolve().parent
@@ -36,7 +38,7 @@ def docker_state(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"
-    docker.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fake_docker.py"}" "$@"\n')
+    docker.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake_docker.__file__}" "$@"\n')
     docker.chmod(0o755)
     home = tmp_path / "home"
     home.mkdir()

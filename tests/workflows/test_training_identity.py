@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from act_harness import ActRun
+
+from purchase_rig.act import ActRun
 
 Act = Callable[..., ActRun]
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from act_harness import ROOT, STAND_INS, remote_actions
+
+from purchase_rig.act import ROOT, STAND_INS, remote_actions
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONS = sorted((ROOT / "actions").glob("*/action.yml"))

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from act_harness import REPOSITORY, ActRun, git, prepare_repo, run_act
+
+from purchase_rig.act import REPOSITORY, ActRun, git, prepare_repo, run_act
 
 Act = Callable[..., ActRun]
 # What a real (not dry-run) deploy reads, as docs/gcp-setup.md sets it; CLOUD_RUN_SERVICE apart.

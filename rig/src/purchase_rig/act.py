@@ -35,7 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from purchase_rig import REPO_ROOT
+
+ROOT = REPO_ROOT
+# What the workflows run from a checkout: themselves, the actions, the thin CLIs and the two
+# standard-library packages those import before anything is installed.
+PIPELINE_FOLDERS = (".github/workflows", "actions", "scripts", "contract", "delivery")
+_NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 STAND_INS = Path(__file__).resolve().parent / "stand-ins"
 # The repository slug act derives from the copy's origin remote.
 REPOSITORY = "example/purchase-predict"
@@ -126,10 +132,8 @@ def prepare_repo(
     added to ``.github/workflows``. Returns ``{"first": sha, "second": sha}``.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (".github/workflows", "actions", "scripts"):
-        shutil.copytree(
-            root / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
+    for name in PIPELINE_FOLDERS:
+        shutil.copytree(root / name, dest / name, ignore=_NOT_SOURCE)
     shutil.copy2(root / "pyproject.toml", dest / "pyproject.toml")
     for workflow in extra_workflows:
         shutil.copy2(workflow, dest / ".github" / "workflows" / workflow.name)
@@ -247,10 +251,8 @@ def prepare_called_repository(
     the copy act serves for that commit (see the module docstring)."""
     repo = dest / "repo"
     repo.mkdir(parents=True, exist_ok=True)
-    for name in (".github/workflows", "actions", "scripts"):
-        shutil.copytree(
-            root / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
+    for name in PIPELINE_FOLDERS:
+        shutil.copytree(root / name, repo / name, ignore=_NOT_SOURCE)
     shutil.copy2(root / "pyproject.toml", repo / "pyproject.toml")
     sha = _commit_new_repo(repo, "master", "provider", slug=slug)
     return serve_called_commit(repo, slug, sha, dest / "served")

@@ -46,9 +46,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cloud_run_standin import free_port  # scripts/ is on sys.path when run as a script
+from purchase_bench import REPO_ROOT
+from purchase_rig.cloud_run_standin import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 TRAINING_DIR = ROOT / "purchase_predict"
 API_DIR = ROOT / "purchase_predict_api"
 SMOKE_REQUEST = API_DIR / "smoke_request.json"
@@ -318,8 +319,7 @@ class Bench:
 
     @staticmethod
     def model_name() -> str:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from project_config import load_config  # noqa: PLC0415
+        from purchase_contract.config import load_config  # noqa: PLC0415
 
         return load_config().model_name
 
@@ -552,8 +552,7 @@ class Bench:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def image(self, repeats: int = 3) -> None:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from local_cloud import DEFAULT_STATE, LocalCloud, LocalCloudError  # noqa: PLC0415
+        from purchase_rig.local_cloud import DEFAULT_STATE, LocalCloud, LocalCloudError  # noqa: PLC0415
 
         if not shutil.which("dockerd"):
             self.results["image"] = {"skipped": "no dockerd on this machine"}
@@ -732,7 +731,8 @@ class Bench:
                 done = subprocess.run(
                     [
                         sys.executable,
-                        "scripts/local_pipeline.py",
+                        "-m",
+                        "purchase_rig.local_pipeline",
                         "--state",
                         str(self.work / "cloud"),
                     ],
@@ -758,7 +758,8 @@ class Bench:
             subprocess.run(
                 [
                     sys.executable,
-                    str(ROOT / "scripts/local_cloud.py"),
+                    "-m",
+                    "purchase_rig.local_cloud",
                     "--state",
                     str(self.work / "cloud"),
                     "down",

@@ -14,7 +14,7 @@ Parts, under one state directory (default ``.state/local-cloud``):
 - ``registry`` whatever answers on 127.0.0.1:5000, else the ``registry:2`` image (where it can
                be pulled), else Debian's ``docker-registry`` binary: on loopback in every case;
 - ``mlflow``   ``mlflow server`` on loopback with a SQLite store (needs ``mlflow`` on PATH);
-- ``cloudrun`` the project's Cloud Run stand-in (``scripts/cloud_run_standin.py``) that the
+- ``cloudrun`` the project's Cloud Run stand-in (``purchase_rig.cloud_run_standin``) that the
                real ``gcloud`` CLI talks to.
 
 ``provision`` installs what the parts need and this machine lacks (``docker.io``,
@@ -42,9 +42,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from cloud_run_standin import free_port, gcloud_env  # scripts/ is on sys.path when run as a script
+from purchase_rig import REPO_ROOT
+from purchase_rig.cloud_run_standin import free_port, gcloud_env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 # /etc/apt/apt.conf.d/docker-clean of the official debian images (python:3.11-slim's base).
 APT_DOCKER_CLEAN = """\
 DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
@@ -629,7 +630,8 @@ class LocalCloud:
             "cloudrun",
             [
                 sys.executable,
-                str(ROOT / "scripts" / "cloud_run_standin.py"),
+                "-m",
+                "purchase_rig.cloud_run_standin",
                 f"--port={port}",
                 f"--gcloud-config={self.state / 'gcloud'}",
             ],
@@ -750,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Start, inspect and stop the local cloud stand-ins (docker engine, base image, "
         "image registry, mlflow server, Cloud Run stand-in).",
-        epilog="Example: python scripts/local_cloud.py up && source .state/local-cloud/env.sh",
+        epilog="Example: python -m purchase_rig.local_cloud up && source .state/local-cloud/env.sh",
     )
     parser.add_argument(
         "--state",

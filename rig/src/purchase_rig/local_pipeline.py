@@ -4,7 +4,7 @@
 Stages, each timed and reported as it goes:
 
 1. ``cloud``   provision what this machine lacks, then start the local stand-ins
-               (``scripts/local_cloud.py``): the Docker engine that is there (or one started
+               (``purchase_rig.local_cloud``): the Docker engine that is there (or one started
                here), base image, image registry, MLflow server, Cloud Run stand-in;
 2. ``data``    generate the default raw events when the file is missing;
 3. ``train``   ``kedro run`` (features, hyper-parameter search, MLflow logging, registration);
@@ -46,9 +46,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from local_cloud import COMPONENTS, DEFAULT_STATE, LocalCloud, LocalCloudError
+from purchase_rig import REPO_ROOT
+from purchase_rig.local_cloud import COMPONENTS, DEFAULT_STATE, LocalCloud, LocalCloudError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 TRAINING_DIR = ROOT / "purchase_predict"
 API_DIR = ROOT / "purchase_predict_api"
 RAW_EVENTS = TRAINING_DIR / "data" / "01_raw" / "events.parquet"
@@ -585,7 +586,7 @@ class Pipeline:
         if running:
             lines += [
                 "",
-                "Stop it all: python scripts/local_cloud.py"
+                "Stop it all: python -m purchase_rig.local_cloud"
                 + ("" if self.state == DEFAULT_STATE else f" --state {_rel(self.state)}")
                 + " down",
                 "(a Docker engine that was already running is left as it was)",
@@ -633,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Extra arguments go to `kedro run`, e.g. --params automl_max_evals=40. "
-        "Stop the stand-ins with: python scripts/local_cloud.py down",
+        "Stop the stand-ins with: python -m purchase_rig.local_cloud down",
     )
     parser.add_argument(
         "--state", type=Path, default=DEFAULT_STATE, help="local-cloud state directory"

@@ -1,8 +1,9 @@
-"""The repository's single source of truth for names: ``[tool.purchase-predict]`` in pyproject.
+"""The one reader of ``[tool.purchase-predict]``: names, environments, the embedded MLflow store.
 
-Standard library only: ``branch_env.py`` imports this module under a bare ``python3`` before
-anything is installed. ``PURCHASE_PREDICT_CONFIG`` may point at another pyproject.toml (tests,
-callers from other repositories); otherwise the root pyproject next to ``scripts/`` is read.
+Standard library only: the workflows' resolve steps import it under a bare ``python3`` before
+anything is installed. The pyproject read is ``$PURCHASE_PREDICT_CONFIG`` when set, else the
+first ``pyproject.toml`` holding the table in the working directory or above it, else in this
+package's directory or above it (an editable install inside the repository).
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 CONFIG_ENV_VAR = "PURCHASE_PREDICT_CONFIG"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# The embedded MLflow store of the model contract, used when MLFLOW_TRACKING_URI is unset.
-DEFAULT_MLFLOW_DB = REPO_ROOT / "purchase_predict" / "mlruns" / "mlflow.db"
+TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
+# The embedded MLflow store, relative to the pyproject, when the table names none.
+DEFAULT_LOCAL_MLFLOW_STORE = "purchase_predict/mlruns/mlflow.db"
 
 _TABLE = "purchase-predict"
+_TOP_LEVEL_KEYS = frozenset(
+    {"model_name", "experiment_name", "image_name", "fallback_environment", "gate_f1_tolerance"}
+)
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Values end up in $GITHUB_OUTPUT lines and shell variables: keep them to one safe token.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
@@ -58,6 +63,23 @@ class ProjectConfig:
     fallback_environment: str
     gate_f1_tolerance: float
     environments: dict[str, Environment]
+    # The embedded MLflow store (SQLite file) used when MLFLOW_TRACKING_URI is unset.
+    local_mlflow_store: Path
+
+    @property
+    def root(self) -> Path:
+        """The directory of the pyproject: relative paths of the table start here."""
+        return self.path.parent
+
+    def tracking_uri(self) -> str:
+        """``$MLFLOW_TRACKING_URI``, else the embedded SQLite store (absolute path)."""
+        return os.environ.get(TRACKING_URI_ENV_VAR) or f"sqlite:///{self.local_mlflow_store}"
+
+    def setting(self, key: str) -> Any:
+        """One top-level value of the table by name (Kedro's ``${project:<key>}`` resolver)."""
+        if key not in _TOP_LEVEL_KEYS:
+            raise ConfigError(f"{self.path} [tool.{_TABLE}] has no key {key!r}")
+        return getattr(self, key)
 
     def environment(self, name: str) -> Environment:
         """The environment called ``name``; an unknown name is an error."""
@@ -79,9 +101,26 @@ class ProjectConfig:
 
 
 def config_path() -> Path:
-    """The pyproject to read: ``$PURCHASE_PREDICT_CONFIG`` or the repository root's."""
-    override = os.environ.get(CONFIG_ENV_VAR)
-    return Path(override) if override else REPO_ROOT / "pyproject.toml"
+    """The pyproject to read: ``$PURCHASE_PREDICT_CONFIG``, else the nearest one with the table."""
+    if override := os.environ.get(CONFIG_ENV_VAR):
+        return Path(override)
+    starts = (Path.cwd(), Path(__file__).resolve().parent)
+    for start in starts:
+        for directory in (start, *start.parents):
+            if _has_table(directory / "pyproject.toml"):
+                return directory / "pyproject.toml"
+    raise ConfigError(
+        f"no pyproject.toml with a [tool.{_TABLE}] table in {Path.cwd()} or above it; "
+        f"set {CONFIG_ENV_VAR} to its path"
+    )
+
+
+@cache
+def _has_table(path: Path) -> bool:
+    try:
+        return _TABLE in tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
 
 
 def load_config(path: Path | None = None) -> ProjectConfig:
@@ -116,6 +155,9 @@ def load_config(path: Path | None = None) -> ProjectConfig:
         fallback_environment=_string(table, "fallback_environment", where),
         gate_f1_tolerance=_tolerance(table, where),
         environments=environments,
+        local_mlflow_store=(
+            path.parent / _string(_local_store(table), "local_mlflow_store", where)
+        ).resolve(),
     )
     if config.fallback_environment not in environments:
         raise ConfigError(
@@ -125,9 +167,16 @@ def load_config(path: Path | None = None) -> ProjectConfig:
     return config
 
 
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the contract's embedded SQLite store (absolute path)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_MLFLOW_DB}"
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the embedded store of the configuration found."""
+    if uri := os.environ.get(TRACKING_URI_ENV_VAR):
+        return uri
+    return load_config().tracking_uri()
+
+
+def _local_store(table: dict[str, Any]) -> dict[str, Any]:
+    """The table with the embedded store's default path filled in when it names none."""
+    return {"local_mlflow_store": DEFAULT_LOCAL_MLFLOW_STORE, **table}
 
 
 def _environment(name: str, raw: Any, where: str) -> Environment:

@@ -1,0 +1,3 @@
+"""What the Kedro project, the API, the scripts and the workflows agree on (stdlib only)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""``docs/features.md``, generated from the feature list (``python -m purchase_contract write``)."""
+
+from __future__ import annotations
+
+import json
+
+from purchase_contract.events import RAW_COLUMNS
+from purchase_contract.features import FEATURES, IDENTIFIERS, LABEL, example_session
+
+HEADER = """\
+<!-- Generated from contract/src/purchase_contract (features.py, events.py):
+     edit those, then run `python -m purchase_contract write`. A test checks this file. -->
+# Features
+
+The model's input columns, in order: the API's request fields (`POST /predict`), the feature
+columns of the primary table (which adds the identifiers {identifiers} and the label
+`{label}`), and the columns the Kedro feature step computes (docs/data-contract.md says how).
+"""
+
+
+def feature_table() -> str:
+    """The features as a Markdown table: name, type, accepted values, meaning."""
+    rows = [
+        "| column | type | accepted values | used by the model | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for f in FEATURES:
+        kind = f"{f.kind} (category)" if f.categorical else f.kind
+        used = "yes" if f.model_input else "no (identifier)"
+        rows.append(f"| `{f.name}` | {kind} | {f.bounds_text()} | {used} | {f.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def raw_event_table() -> str:
+    """The raw event columns as a Markdown table."""
+    rows = ["| column | kind | may be missing | meaning |", "|---|---|---|---|"]
+    rows += [
+        f"| `{c.name}` | {c.kind} | {'yes' if c.nullable else 'no'} | {c.description} |"
+        for c in RAW_COLUMNS
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def features_markdown() -> str:
+    """The whole of ``docs/features.md``."""
+    identifiers = " and ".join(f"`{name}`" for name in IDENTIFIERS)
+    example = json.dumps(example_session(), indent=2)
+    return "\n".join(
+        [
+            HEADER.format(identifiers=identifiers, label=LABEL),
+            feature_table(),
+            "## An example session\n",
+            "The request body of the deploy's smoke test and of the examples in docs/api.md:\n",
+            f"```json\n{example}\n```\n",
+            "## Raw events\n",
+            "The columns the feature step reads (REES46 layout); other columns are ignored.\n",
+            raw_event_table(),
+        ]
+    )
