@@ -159,13 +159,15 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 @nox.parametrize("suite", ["training", "api"])
 def tests(session: nox.Session, suite: str) -> None:
-    """Test suites: training (Kedro project + scripts) and api (service alone, no Kedro)."""
+    """Test suites: training (Kedro project, delivery, rig, bench) and api (the service alone)."""
     _install_group(session, "test")
     if suite == "training":
         _install_training(session)
+        _install_local(session, "bench")
         paths = ["contract/tests", "purchase_predict/tests", "tests", "-m", "not e2e"]
     else:
-        session.install("-e", f"{API_DIR}[test]")
+        # The API and the contract it reads, nothing of the Kedro project.
+        _install_local(session, "contract", "purchase_predict_api[test]")
         paths = ["purchase_predict_api/tests"]
     session.run("pytest", *paths, *session.posargs)
 

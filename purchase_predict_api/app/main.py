@@ -22,9 +22,9 @@ from app import __version__
 from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.core.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
-from app.core.model import load_model
-from app.core.registry import ModelSourceError
+from app.model.loading import load_model
 from app.models import MAX_BODY_BYTES
+from purchase_contract.model_dir import ModelSourceError
 
 logger = logging.getLogger(__name__)
 

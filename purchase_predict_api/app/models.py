@@ -1,7 +1,8 @@
 """Request and response models of the API.
 
-A session's fields are the model contract's feature columns (the primary table minus
-``purchased``, ``user_id`` and ``user_session``), in contract order, with the contract's types.
+A session's fields are the contract's feature columns (``purchase_contract.features``), in
+contract order, with the contract's types and bounds: the request model is built from that list,
+so a feature added there is a field here.
 """
 
 from __future__ import annotations
@@ -25,17 +26,18 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import TypedDict  # pydantic needs its TypedDict before Python 3.12
 
+from purchase_contract.features import (
+    FEATURES,
+    MAX_TEXT_LENGTH,
+    TEXT_FEATURES,
+    Feature,
+    example_session,
+)
+
 # Largest batch one request may carry (the 10,000-session benchmark fits).
 MAX_SESSIONS = 10_000
 # Request body limit: a full batch with every string at its longest stays below it.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_TEXT_LENGTH = 100
-# Generous upper bounds that keep every number well inside int64 / float64 arithmetic.
-MAX_COUNT = 1_000_000_000
-MAX_PRICE = 1_000_000.0
-MAX_DURATION_SECONDS = 1_000_000_000.0
-# The largest integer every JSON client (and JSON Schema validator) represents exactly.
-MAX_PRODUCT_ID = 2**53 - 1
 
 
 def _whole_number(value: float) -> int:
@@ -78,85 +80,36 @@ class WholeNumber:
         return handler(core_schema.int_schema(ge=self.ge, le=self.le))
 
 
-# A count of events or sessions.
-Count = Annotated[int, WholeNumber(0, MAX_COUNT)]
+def _field(feature: Feature) -> Any:
+    """The pydantic annotation of one contract feature (text fields may be absent)."""
+    description = Field(description=feature.description)
+    if feature.kind == "integer":
+        return Annotated[int, WholeNumber(feature.minimum, feature.maximum), description]
+    if feature.kind == "number":
+        upper = {"lt" if feature.maximum_exclusive else "le": feature.maximum}
+        bounds = Field(ge=feature.minimum, allow_inf_nan=False, **upper)
+        return Annotated[float, bounds, description]
+    # Text: validated by pydantic-core alone. "" (like null or absence) is an unknown value to
+    # the model: the prediction treats all three alike (app.model.frame), as training's data does.
+    text = StringConstraints(
+        strip_whitespace=feature.lowercase,
+        to_lower=feature.lowercase,
+        max_length=MAX_TEXT_LENGTH,
+    )
+    return NotRequired[Annotated[str | None, text, description]]
 
 
-# Text fields: validated by pydantic-core alone. "" (like null or absence) is an unknown value
-# to the model: the prediction treats both alike (app.core.model), as training's data does.
-Brand = Annotated[
-    str | None,
-    StringConstraints(strip_whitespace=True, to_lower=True, max_length=MAX_TEXT_LENGTH),
-    Field(description="Brand, trimmed and lower-cased as in training; null when unknown."),
-]
+SESSION_EXAMPLE: dict[str, Any] = example_session()
 
-SESSION_EXAMPLE: dict[str, Any] = {
-    "product_id": 1005115,
-    "brand": "apple",
-    "price": 915.69,
-    "num_views_session": 12,
-    "num_views_product": 3,
-    "category": "electronics",
-    "sub_category": "smartphone",
-    "hour": 14,
-    "minute": 27,
-    "weekday": 2,
-    "duration": 431.0,
-    "num_prev_sessions": 4,
-    "num_prev_product_views": 1,
-}
-
-
-@with_config(
+# A typed dict rather than a model class: validating 10,000 of them takes half the time, and
+# the prediction reads them as columns anyway.
+Session = with_config(
     ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [SESSION_EXAMPLE]})
-)
-class Session(TypedDict):
-    """One (session, product) that reached the cart: the model's feature columns."""
-
-    # A typed dict rather than a model class: validating 10,000 of them takes half the time,
-    # and the prediction reads them as columns anyway. Absent text fields are unknown values.
-
-    product_id: Annotated[
-        int, WholeNumber(0, MAX_PRODUCT_ID), Field(description="Product identifier.")
-    ]
-    brand: NotRequired[Brand]
-    price: Annotated[
-        float, Field(ge=0, lt=MAX_PRICE, allow_inf_nan=False, description="Unit price.")
-    ]
-    num_views_session: Annotated[Count, Field(description="Product views in this session.")]
-    num_views_product: Annotated[Count, Field(description="Views of this product in this session.")]
-    category: NotRequired[
-        Annotated[
-            str | None,
-            Field(max_length=MAX_TEXT_LENGTH, description="Top-level category; null if unknown."),
-        ]
-    ]
-    sub_category: NotRequired[
-        Annotated[
-            str | None,
-            Field(max_length=MAX_TEXT_LENGTH, description="Sub-category; null if unknown."),
-        ]
-    ]
-    hour: Annotated[int, WholeNumber(0, 23), Field(description="Hour of the cart event.")]
-    minute: Annotated[int, WholeNumber(0, 59), Field(description="Minute of the cart event.")]
-    weekday: Annotated[int, WholeNumber(0, 6), Field(description="Day of the week, Monday = 0.")]
-    duration: Annotated[
-        float,
-        Field(
-            ge=0,
-            le=MAX_DURATION_SECONDS,
-            allow_inf_nan=False,
-            description="Session length, seconds.",
-        ),
-    ]
-    num_prev_sessions: Annotated[Count, Field(description="Earlier sessions of the user.")]
-    num_prev_product_views: Annotated[
-        Count, Field(description="Earlier views of this product by the user.")
-    ]
-
+)(TypedDict("Session", {feature.name: _field(feature) for feature in FEATURES}))
+Session.__doc__ = "One (session, product) that reached the cart: the model's feature columns."
 
 # The session fields that hold text.
-TEXT_FIELDS = frozenset({"brand", "category", "sub_category"})
+TEXT_FIELDS = TEXT_FEATURES
 _SESSION = TypeAdapter(Session)
 
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from app.core.logging import configure_logging
-from app.core.model import PREPARED_FILE, prepare_model_dir
-from app.core.registry import ModelSourceError
+from app.model.loading import PREPARED_FILE, prepare_model_dir
+from purchase_contract.model_dir import ModelSourceError
 
 logger = logging.getLogger("app.prepare")
 
@@ -22,7 +22,9 @@ logger = logging.getLogger("app.prepare")
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; 0 prepared, 2 the directory holds no usable model."""
     parser = argparse.ArgumentParser(prog="python -m app.prepare", description=__doc__)
-    parser.add_argument("model_dir", type=Path, help="directory written by bake_model.py")
+    parser.add_argument(
+        "model_dir", type=Path, help="directory written by scripts/bake_model.py (app.model.bake)"
+    )
     args = parser.parse_args(argv)
     configure_logging("INFO")
     try:

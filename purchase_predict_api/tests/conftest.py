@@ -23,43 +23,16 @@ from sklearn.pipeline import Pipeline
 
 from app.core.config import Settings
 from app.main import create_app
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS_DIR = REPO_ROOT / "scripts"
-if str(SCRIPTS_DIR) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS_DIR))
+from app.model.bake import bake
+from purchase_contract.features import CATEGORICAL_FEATURES, FEATURE_NAMES, NUMERIC_FEATURES
 
 MODEL_NAME = "api-test-model"
 ALIAS = "candidate"
 DECISION_THRESHOLD = 0.37
-CATEGORICAL = ["brand", "category", "sub_category"]
-NUMERIC = [
-    "price",
-    "num_views_session",
-    "num_views_product",
-    "hour",
-    "minute",
-    "weekday",
-    "duration",
-    "num_prev_sessions",
-    "num_prev_product_views",
-]
+CATEGORICAL = list(CATEGORICAL_FEATURES)
+NUMERIC = list(NUMERIC_FEATURES)
 # The contract's feature columns, in order: what every request and frame is checked against.
-CONTRACT_FEATURES = [
-    "product_id",
-    "brand",
-    "price",
-    "num_views_session",
-    "num_views_product",
-    "category",
-    "sub_category",
-    "hour",
-    "minute",
-    "weekday",
-    "duration",
-    "num_prev_sessions",
-    "num_prev_product_views",
-]
+CONTRACT_FEATURES = list(FEATURE_NAMES)
 SKOPS_TRUSTED_TYPES = [
     "collections.OrderedDict",
     "lightgbm.basic.Booster",
@@ -219,11 +192,9 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regis
 def baked_model_dir(
     registered_model: RegisteredModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """The alias's model baked by scripts/bake_model.py, as the image build does."""
-    import bake_model  # noqa: PLC0415
-
+    """The alias's model baked (app.model.bake, scripts/bake_model.py), as the image build does."""
     out = tmp_path_factory.mktemp("baked") / "model"
-    bake_model.bake(
+    bake(
         f"models:/{registered_model.name}@{registered_model.alias}",
         out,
         tracking_uri=registered_model.tracking_uri,

@@ -20,14 +20,26 @@ from pathlib import Path
 
 import pytest
 
-from app.core.model import sessions_frame
+from app.model.frame import sessions_frame
 from app.models import SESSION_EXAMPLE, validate_session
 
 API_DIR = Path(__file__).resolve().parents[1]
+# The build context is the repository root: the API and the contract it installs.
+REPO_ROOT = API_DIR.parent
 BUILD_TIMEOUT_S = 1200
 START_TIMEOUT_S = 120.0
-# What the Dockerfile copies; everything else stays out of the test's build context.
-CONTEXT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "app")
+# What the Dockerfile copies, at their places in the repository; nothing else is in the test's
+# build context.
+CONTEXT_FILES = (
+    ".dockerignore",
+    "contract/pyproject.toml",
+    "contract/README.md",
+    "contract/src",
+    "purchase_predict_api/Dockerfile",
+    "purchase_predict_api/pyproject.toml",
+    "purchase_predict_api/README.md",
+    "purchase_predict_api/app",
+)
 
 pytestmark = pytest.mark.slow
 
@@ -72,14 +84,17 @@ def image(docker_engine: None, baked_model_dir: Path, tmp_path_factory) -> Itera
     """The API image built from a clean context holding the code and the baked model."""
     context = tmp_path_factory.mktemp("image-context")
     for name in CONTEXT_FILES:
-        source = API_DIR / name
+        source, target = REPO_ROOT / name, context / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(source, context / name)
-    shutil.copytree(baked_model_dir, context / "model")
+            shutil.copy2(source, target)
+    shutil.copytree(baked_model_dir, context / "purchase_predict_api" / "model")
     # Where google-github-actions/auth could leave one: .dockerignore must keep it out.
-    (context / "app" / "gha-creds-0123.json").write_text('{"type": "external_account"}')
+    api = context / "purchase_predict_api"
+    (api / "app" / "gha-creds-0123.json").write_text('{"type": "external_account"}')
+    (api / "model" / "gha-creds-89ab.json").write_text('{"type": "external_account"}')
     (context / "gha-creds-4567.json").write_text('{"type": "external_account"}')
     meta = json.loads((baked_model_dir / "model_meta.json").read_text())
     tag = f"purchase-predict-api-test:{uuid.uuid4().hex[:12]}"
@@ -95,7 +110,15 @@ def image(docker_engine: None, baked_model_dir: Path, tmp_path_factory) -> Itera
     arguments = [f"--build-arg={key}={value}" for key, value in build_args.items()]
     # Host networking: the build reaches the package index the way the host does.
     _docker(
-        "build", "--network=host", *arguments, "--tag", tag, str(context), timeout=BUILD_TIMEOUT_S
+        "build",
+        "--network=host",
+        *arguments,
+        "--file",
+        str(api / "Dockerfile"),
+        "--tag",
+        tag,
+        str(context),
+        timeout=BUILD_TIMEOUT_S,
     )
     try:
         yield tag

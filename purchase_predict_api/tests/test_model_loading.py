@@ -14,15 +14,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import bake_model
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from app.core.config import Settings
-from app.core.model import (
-    COMPILED_FILE,
+from app.main import create_app
+from app.model import bake as bake_model
+from app.model.compiled import COMPILED_FILE
+from app.model.frame import sessions_frame
+from app.model.loading import (
     PREPARED_FILE,
     PREPARED_RECORD,
     ModelLoadError,
@@ -30,14 +32,13 @@ from app.core.model import (
     load_model,
     load_model_dir,
     prepare_model_dir,
-    sessions_frame,
 )
-from app.core.native import NativeBooster, NativeLightGBMError
-from app.core.registry import META_FILE, ModelMeta, ModelSourceError, parse_model_uri
-from app.main import create_app
+from app.model.native import NativeBooster, NativeLightGBMError
 from app.models import SESSION_EXAMPLE, validate_session
+from purchase_contract.model_dir import META_FILE, ModelMeta, ModelSourceError, parse_model_uri
 
-BAKE_SCRIPT = Path(bake_model.__file__)
+# The bake's command line (scripts/bake_model.py runs the same main).
+BAKE_CLI = [sys.executable, "-m", "app.model.bake"]
 SKOPS_TRUSTED_TYPES = [
     "collections.OrderedDict",
     "lightgbm.basic.Booster",
@@ -104,8 +105,7 @@ def test_bake_cli_writes_outputs_and_the_directory(
     out = tmp_path / "model"
     result = subprocess.run(
         [
-            sys.executable,
-            str(BAKE_SCRIPT),
+            *BAKE_CLI,
             "--model-uri",
             f"models:/{registered_model.name}@{registered_model.alias}",
             "--tracking-uri",
@@ -120,8 +120,8 @@ def test_bake_cli_writes_outputs_and_the_directory(
     )
 
     assert result.returncode == 0, result.stderr
-    assert f"model_version={registered_model.version}\n" in result.stdout
-    assert f"model_uri=models:/{registered_model.name}/1\n" in github_output.read_text()
+    assert f"model-version={registered_model.version}\n" in result.stdout
+    assert f"model-uri=models:/{registered_model.name}/1\n" in github_output.read_text()
     assert ModelMeta.read(out).run_id == registered_model.run_id
     assert load_model_dir(out).meta.version == "1"
 
@@ -129,8 +129,7 @@ def test_bake_cli_writes_outputs_and_the_directory(
 def test_bake_cli_unknown_alias_exits_2_with_one_line(registered_model, tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            sys.executable,
-            str(BAKE_SCRIPT),
+            *BAKE_CLI,
             "--model-uri",
             f"models:/{registered_model.name}@no-such-alias",
             "--tracking-uri",
@@ -283,7 +282,7 @@ def test_a_prepared_start_imports_neither_scikit_learn_nor_pandas(
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from app.core.model import load_model_dir\n"
+        "from app.model.loading import load_model_dir\n"
         "from app.models import SESSION_EXAMPLE, validate_session\n"
         "model = load_model_dir(Path(sys.argv[1]))\n"
         "p = model.purchase_probabilities([validate_session(SESSION_EXAMPLE)])\n"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.model import FEATURE_COLUMNS, CompiledPipeline, sessions_frame
+from app.model.compiled import CompiledPipeline
+from app.model.frame import FEATURE_COLUMNS, sessions_frame
 from app.models import (
     MAX_BODY_BYTES,
     MAX_SESSIONS,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from app.core.config import Settings
-from app.core.model import LoadedModel
+from app.model.loading import LoadedModel
 
 MODEL_NOT_LOADED = "model not loaded"
 

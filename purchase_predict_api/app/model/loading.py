@@ -7,7 +7,7 @@ recorded when the model was logged.
 
 Importing scikit-learn alone takes seconds on a small CPU. The image build therefore runs
 :func:`prepare_model_dir` once: the estimator, loaded the safe way, is re-written as a pickle
-beside it and, when it is the training pipeline, as its compiled form (:class:`CompiledPipeline`:
+beside it and, when it is the training pipeline, as its compiled form (:class:`app.model.compiled.CompiledPipeline`:
 code tables + LightGBM's text model, checked against ``predict_proba``), with a record of the
 source file's hash and the library versions. At start those files are used only when the
 record matches exactly: the compiled form first (no scikit-learn, no pandas, LightGBM through
@@ -26,33 +26,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import Any
 
 import numpy as np
 
 from app.core.config import Settings
-from app.core.registry import ModelMeta, ModelSourceError, fetch_model, read_mlmodel
-from app.models import SESSION_EXAMPLE, TEXT_FIELDS, Session, validate_session
-
-if TYPE_CHECKING:
-    import pandas as pd
+from app.model.compiled import (
+    COMPILED_FILE,
+    CompiledPipeline,
+    compile_checked,
+    same_answers,
+)
+from app.model.frame import FEATURE_COLUMNS, sessions_frame
+from app.model.source import fetch_model, read_mlmodel
+from app.models import SESSION_EXAMPLE, Session, validate_session
+from purchase_contract.features import FEATURE_DTYPES
+from purchase_contract.model_dir import ModelMeta, ModelSourceError
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {int: "int64", float: "float64"}
-# Model input columns in contract order, with the contract's dtypes (strings stay object).
-FEATURE_DTYPES: dict[str, str] = {
-    name: "object" if name in TEXT_FIELDS else _DTYPES[hint]
-    for name, hint in get_type_hints(Session).items()
-}
-FEATURE_COLUMNS = list(FEATURE_DTYPES)
 # Libraries whose version must match training for the estimator to behave the same.
 PINNED_LIBRARIES = ("scikit-learn", "lightgbm", "skops", "numpy", "pandas", "scipy")
 # Written by prepare_model_dir at image build: the estimator as a pickle, and its provenance.
 PREPARED_FILE = "serving_model.pkl"
 PREPARED_RECORD = "serving_model.json"
-# Also written then, when the model compiles: what a start needs, without scikit-learn.
-COMPILED_FILE = "serving_compiled.json"
 
 
 class ModelLoadError(ModelSourceError):
@@ -72,157 +69,6 @@ class LoadedModel:
         if self.compiled is not None:
             return self.compiled.predict(sessions)
         return self.estimator.predict_proba(sessions_frame(sessions))[:, 1]
-
-
-class CompiledPipeline:
-    """``predict_proba`` of the training pipeline without scikit-learn's per-call overhead.
-
-    The training pipeline is ``Pipeline([ColumnTransformer([OrdinalEncoder(categoricals),
-    passthrough(numbers)], remainder="drop"), LGBMClassifier])``. Per call, scikit-learn
-    validates, builds frames and dispatches through each step: about 4 ms for one session,
-    against 0.03 ms for the LightGBM booster itself. Compiled, the encoder becomes one dict
-    lookup per categorical value and the sessions go straight into a float matrix for the
-    booster. :meth:`compile` accepts exactly that structure and nothing else, and the result is
-    checked against ``predict_proba`` at load (:func:`_compile_checked`), so any other model
-    simply keeps the scikit-learn path.
-    """
-
-    def __init__(
-        self,
-        categorical: list[tuple[str, dict[Any, float]]],
-        numeric: list[str],
-        booster: Any,
-        num_iteration: int = 0,
-    ) -> None:
-        self.categorical = categorical
-        self.numeric = numeric
-        self.booster = booster  # lightgbm.Booster or app.core.native.NativeBooster
-        self.num_iteration = num_iteration
-        self.width = len(categorical) + len(numeric)
-
-    def save(self, path: Path) -> None:
-        """The compiled form as JSON: code tables, numeric columns, the booster's text model."""
-        document = {
-            "format": 1,
-            "categorical": [[name, codes] for name, codes in self.categorical],
-            "numeric": self.numeric,
-            "num_iteration": self.num_iteration,
-            "booster": self.booster.model_to_string(),
-        }
-        path.write_text(json.dumps(document), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: Path) -> CompiledPipeline:
-        """Read :meth:`save`'s file; the booster runs on lib_lightgbm directly (no sklearn)."""
-        from app.core.native import NativeBooster  # noqa: PLC0415
-
-        document = json.loads(path.read_text(encoding="utf-8"))
-        if document.get("format") != 1:
-            raise ValueError(f"unknown format {document.get('format')!r}")
-        booster = NativeBooster(document["booster"], document["num_iteration"])
-        categorical = [(str(name), dict(codes)) for name, codes in document["categorical"]]
-        compiled = cls(categorical, list(document["numeric"]), booster, document["num_iteration"])
-        if compiled.width != booster.num_feature():
-            raise ValueError(f"{compiled.width} columns for {booster.num_feature()} features")
-        return compiled
-
-    @classmethod
-    def compile(cls, estimator: Any) -> CompiledPipeline | None:
-        """The compiled form of ``estimator``, or None when it is not the training pipeline."""
-        steps = getattr(estimator, "steps", None)
-        if not isinstance(steps, list) or len(steps) != 2:
-            return None
-        columns, classifier = steps[0][1], steps[1][1]
-        booster = getattr(classifier, "booster_", None)
-        if type(classifier).__name__ != "LGBMClassifier" or booster is None:
-            return None
-        plan = _column_plan(columns)
-        if plan is None:
-            return None
-        categorical, numeric = plan
-        names = [n for n, _ in categorical] + numeric
-        if len(names) != booster.num_feature() or any(n not in FEATURE_DTYPES for n in names):
-            return None
-        return cls(categorical, numeric, booster, max(0, int(booster.best_iteration or 0)))
-
-    def predict(self, sessions: Sequence[Session]) -> np.ndarray:
-        """Purchase probabilities: one float matrix, one booster call."""
-        matrix = np.empty((len(sessions), self.width), dtype=np.float64)
-        nan = np.nan
-        column = 0
-        for name, codes in self.categorical:
-            # Absent, null, "" and values training never saw: all NaN (unknown) to the model.
-            matrix[:, column] = [codes.get(s.get(name), nan) for s in sessions]
-            column += 1
-        for name in self.numeric:
-            matrix[:, column] = [s[name] for s in sessions]
-            column += 1
-        # Small requests: one thread (no OpenMP start-up); big batches: every core.
-        threads = 1 if len(sessions) < 1000 else 0
-        if self.num_iteration > 0:
-            return self.booster.predict(
-                matrix, num_iteration=self.num_iteration, num_threads=threads
-            )
-        return self.booster.predict(matrix, num_threads=threads)
-
-
-def _column_plan(columns: Any) -> tuple[list[tuple[str, dict[Any, float]]], list[str]] | None:
-    """Categorical code tables and numeric columns of the ColumnTransformer, in output order.
-
-    None unless it is ordinal encoders (unknown and missing -> NaN) followed by pass-throughs.
-    """
-    if type(columns).__name__ != "ColumnTransformer":
-        return None
-    categorical: list[tuple[str, dict[Any, float]]] = []
-    numeric: list[str] = []
-    for _name, transformer, names in getattr(columns, "transformers_", []):
-        kind = type(transformer).__name__
-        if isinstance(transformer, str) and transformer == "drop":
-            continue
-        if (isinstance(transformer, str) and transformer == "passthrough") or (
-            kind == "FunctionTransformer" and getattr(transformer, "func", 0) is None
-        ):
-            numeric.extend(str(n) for n in names)
-        elif kind == "OrdinalEncoder" and not numeric and _nan_for_unknown(transformer):
-            for name, values in zip(names, transformer.categories_, strict=True):
-                # "" is a missing value to the API (as in the data contract), never a code.
-                codes = {
-                    value: float(code)
-                    for code, value in enumerate(values.tolist())
-                    if not (isinstance(value, float) and np.isnan(value)) and value != ""
-                }
-                categorical.append((str(name), codes))
-        else:
-            return None
-    return categorical, numeric
-
-
-def _nan_for_unknown(encoder: Any) -> bool:
-    unknown = getattr(encoder, "unknown_value", None)
-    missing = getattr(encoder, "encoded_missing_value", None)
-    return (
-        getattr(encoder, "handle_unknown", "") == "use_encoded_value"
-        and isinstance(unknown, float)
-        and np.isnan(unknown)
-        and isinstance(missing, float)
-        and np.isnan(missing)
-    )
-
-
-def sessions_frame(sessions: Sequence[Session]) -> pd.DataFrame:
-    """One row per session, feature columns in contract order and types (missing text = NaN)."""
-    import pandas as pd  # noqa: PLC0415 - only the scikit-learn path needs it (cold start)
-
-    columns: dict[str, pd.Series] = {}
-    for name, dtype in FEATURE_DTYPES.items():
-        if dtype == "object":
-            # Absent, null or "": NaN, as in training; object dtype, since pandas 3 would infer
-            # its own string dtype.
-            values = [session.get(name) or np.nan for session in sessions]
-            columns[name] = pd.Series(values, dtype=object)
-        else:
-            columns[name] = pd.Series([session[name] for session in sessions], dtype=dtype)
-    return pd.DataFrame(columns, columns=FEATURE_COLUMNS)
 
 
 def load_model(settings: Settings) -> LoadedModel:
@@ -270,7 +116,7 @@ def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel
     _warn_on_library_drift(model_dir)
     model = LoadedModel(estimator=estimator, meta=meta)
     _warm_up(model, model_dir)
-    compiled = _compile_checked(estimator)
+    compiled = compile_checked(estimator)
     return LoadedModel(estimator=estimator, meta=meta, compiled=compiled) if compiled else model
 
 
@@ -284,7 +130,7 @@ def prepare_model_dir(model_dir: Path) -> LoadedModel:
     compiled_file.unlink(missing_ok=True)
     if model.compiled is not None:
         model.compiled.save(compiled_file)
-        if not _same_answers(CompiledPipeline.load(compiled_file), model.estimator):
+        if not same_answers(CompiledPipeline.load(compiled_file), model.estimator):
             logger.warning("compiled form read back disagrees with predict_proba: not kept")
             compiled_file.unlink()
     record = {
@@ -434,40 +280,6 @@ def _warn_on_library_drift(model_dir: Path) -> None:
                 installed,
                 extra={"fields": {"library": library, "trained": pinned[library]}},
             )
-
-
-def _check_sessions() -> list[Session]:
-    """Sessions covering known, unknown and missing categories and a spread of numbers."""
-    variants = [
-        {},
-        {"brand": None, "category": None, "sub_category": None},
-        {"brand": "no-such-brand", "category": "no-such-category", "sub_category": "x"},
-        {"price": 0.0, "duration": 0.0, "num_views_session": 0, "num_views_product": 0},
-        {"price": 12_345.0, "hour": 23, "minute": 59, "weekday": 6, "num_prev_sessions": 50},
-    ]
-    return [validate_session({**SESSION_EXAMPLE, **v}) for v in variants]
-
-
-def _same_answers(compiled: CompiledPipeline, estimator: Any) -> bool:
-    sessions = _check_sessions()
-    expected = estimator.predict_proba(sessions_frame(sessions))[:, 1]
-    return bool(np.allclose(compiled.predict(sessions), expected, rtol=0, atol=1e-9))
-
-
-def _compile_checked(estimator: Any) -> CompiledPipeline | None:
-    """The compiled pipeline when it gives ``predict_proba``'s answers, else None (logged)."""
-    try:
-        compiled = CompiledPipeline.compile(estimator)
-        if compiled is None:
-            logger.info("model served through scikit-learn (no compiled form for its structure)")
-            return None
-        if not _same_answers(compiled, estimator):
-            logger.warning("model not compiled: it disagrees with predict_proba")
-            return None
-    except Exception as err:  # the scikit-learn path stays available
-        logger.warning("model not compiled: %s: %s", type(err).__name__, err)
-        return None
-    return compiled
 
 
 def _warm_up(model: LoadedModel, model_dir: Path) -> None:
