@@ -394,6 +394,29 @@ def run_act(
     event_file = work / f"{event}.json"
     event_file.write_text(json.dumps(payload), encoding="utf-8")
     cmd = [
+        *_act_command(act, event, event_file, workflow, work=work, repo=repo),
+        *_repository_flags(repo, local_repositories or {}),
+        *_value_flags(variables=variables, secrets=secrets, env=env),
+        *(["--job", job] if job else []),
+    ]
+    with _head_at(repo, _event_branch(event, payload)):
+        done = subprocess.run(
+            cmd,
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=_act_environment(host_env),
+        )
+    return ActRun(done.returncode, _records(done.stdout), done.stderr)
+
+
+def _act_command(
+    act: str, event: str, event_file: Path, workflow: str, *, work: Path, repo: Path
+) -> list[str]:
+    """act for one event and workflow, in host mode, logging JSON."""
+    return [
         act,
         event,
         "--eventpath",
@@ -412,10 +435,15 @@ def run_act(
         "--env",
         f"STANDIN_SOURCE_REPO={repo}",
     ]
-    served = local_repositories or {}
+
+
+def _repository_flags(repo: Path, served: dict[str, Path]) -> list[str]:
+    """``--local-repository`` for the served repositories and a stand-in for every remote
+    action ``repo`` and they use (a served repository is not replaced by a stand-in)."""
+    flags: list[str] = []
     served_slugs = {key.split("@")[0] for key in served}
     for key, directory in served.items():
-        cmd += ["--local-repository", f"{key}={directory}"]
+        flags += ["--local-repository", f"{key}={directory}"]
     used = dict(remote_actions(repo))
     for directory in served.values():
         used.update(remote_actions(directory))
@@ -426,12 +454,25 @@ def run_act(
         stand_in = STAND_INS / name
         if not (stand_in / "action.yml").exists():
             raise FileNotFoundError(f"no local stand-in for {action} under {stand_in}")
-        cmd += ["--local-repository", f"{action}={stand_in}"]
+        flags += ["--local-repository", f"{action}={stand_in}"]
+    return flags
+
+
+def _value_flags(
+    *,
+    variables: dict[str, str] | None,
+    secrets: dict[str, str] | None,
+    env: dict[str, str] | None,
+) -> list[str]:
+    flags: list[str] = []
     for flag, pairs in (("--var", variables), ("--secret", secrets), ("--env", env)):
         for key, value in (pairs or {}).items():
-            cmd += [flag, f"{key}={value}"]
-    if job:
-        cmd += ["--job", job]
+            flags += [flag, f"{key}={value}"]
+    return flags
+
+
+def _act_environment(host_env: dict[str, str] | None) -> dict[str, str]:
+    """act's own environment, which host-mode steps inherit."""
     # Host-mode steps inherit act's environment: not that of a runner these tests may run on.
     inherited = {
         key: value
@@ -440,21 +481,16 @@ def run_act(
     }
     # act needs no Docker in host mode; a dead socket keeps it from probing one.
     inherited.setdefault("DOCKER_HOST", "unix:///nonexistent")
-    with _head_at(repo, _event_branch(event, payload)):
-        done = subprocess.run(
-            cmd,
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            # Nor the virtual environment the tests run in: a runner has none active.
-            env={k: v for k, v in {**inherited, **(host_env or {})}.items() if k != "VIRTUAL_ENV"},
-        )
-    records = []
-    for line in done.stdout.splitlines():
+    # Nor the virtual environment the tests run in: a runner has none active.
+    return {k: v for k, v in {**inherited, **(host_env or {})}.items() if k != "VIRTUAL_ENV"}
+
+
+def _records(stdout: str) -> list[dict[str, Any]]:
+    """act's JSON log lines; a line that is not JSON as a bare message."""
+    records: list[dict[str, Any]] = []
+    for line in stdout.splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             records.append({"msg": line})
-    return ActRun(done.returncode, records, done.stderr)
+    return records
