@@ -1,4 +1,4 @@
-"""MLflow for the training pipeline: the store, the run's content, the model and its version.
+"""MLflow for the training pipeline: the store, the experiment, the run's content and the model.
 
 The tracking URI is the contract's (``purchase_contract.config.tracking_uri``):
 ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store of ``[tool.purchase-predict]``.
