@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
+from purchase_contract.features import FEATURE_NAMES
+
 BRANDS = ["acme", "globex", "initech", "umbrella", "hooli"]
 CATEGORIES = {
     "electronics": ["smartphone", "headphone", "tv"],
@@ -90,7 +92,7 @@ def build_primary(n_rows: int, seed: int = 0) -> pd.DataFrame:
         + 1.5 * (brand == "acme")
     )
     purchased = (rng.random(n_rows) < _sigmoid(logit)).astype("int8")
-    return pd.DataFrame(
+    primary = pd.DataFrame(
         {
             "product_id": rng.integers(1_000_000, 1_000_400, n_rows).astype("int64"),
             "brand": pd.Series(brand, dtype="str"),
@@ -107,9 +109,13 @@ def build_primary(n_rows: int, seed: int = 0) -> pd.DataFrame:
             "weekday": rng.integers(0, 7, n_rows),
             "duration": duration,
             "num_prev_sessions": num_prev_sessions.astype("int64"),
-            "num_prev_product_views": rng.poisson(1.0, n_rows).astype("int64"),
         }
     )
+    # Every other contract feature is a count of earlier events, without signal.
+    for name in FEATURE_NAMES:
+        if name not in primary:
+            primary[name] = rng.poisson(1.0, n_rows).astype("int64")
+    return primary
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
+from purchase_contract.features import IDENTIFIERS, LABEL, PRIMARY_COLUMNS
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "purchase_predict"
 BIN = Path(sys.executable).parent
@@ -115,7 +117,7 @@ def _assert_trained_and_registered(project: Path, tracking_uri: str, result) -> 
     assert {"plots/pr_curve.png", "plots/feature_importance.png"} <= artifacts
     # The registered model is self-contained: raw primary columns in, probabilities out.
     primary = pd.read_parquet(project / "data/03_primary/primary.parquet")
-    features = primary.drop(columns=["purchased", "user_id", "user_session"]).head(50)
+    features = primary.drop(columns=[*IDENTIFIERS, LABEL]).head(50)
     mlflow.set_tracking_uri(tracking_uri)
     proba = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version.version}").predict(features)
     assert proba.shape == (50, 2)
@@ -131,7 +133,7 @@ def test_kedro_run_trains_logs_and_registers_in_sqlite(tmp_path: Path) -> None:
     first = _assert_trained_and_registered(project, uri, _kedro_run(project, uri, *FAST))
     primary = pq.read_table(project / "data/03_primary/primary.parquet")
     assert primary.num_rows > 1000
-    assert set(primary.column_names) >= {"purchased", "num_prev_product_views", "sub_category"}
+    assert tuple(primary.column_names) == PRIMARY_COLUMNS
 
     # A second run is a new version of the same model.
     second = _assert_trained_and_registered(project, uri, _kedro_run(project, uri, *FAST))

@@ -1,9 +1,10 @@
 """Fixtures for the registry scripts: project configs, and training runs that follow the contract.
 
-The training runs are what the Kedro training pipeline logs (see the model contract): an sklearn
-Pipeline (OrdinalEncoder -> LGBMClassifier) logged with ``pyfunc_predict_fn="predict_proba"``
-and a ``decision_threshold`` in its metadata, test metrics, the frozen test set artifact and the
-lineage tags, registered as a version of the configured model. They are small and few-tree.
+The training runs are logged by the Kedro training pipeline's own functions (the model, the
+contract's metrics, ``purchase_predict.mlflow_logging``): an sklearn Pipeline (OrdinalEncoder ->
+LGBMClassifier) logged with ``pyfunc_predict_fn="predict_proba"`` and a ``decision_threshold``
+in its metadata, test metrics, the frozen test set artifact and the lineage tags, registered as
+a version of the configured model. They are small and few-tree.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import functools
 import hashlib
 import json
 import sqlite3
-import tempfile
 import tomllib
 from collections.abc import Callable
 from contextlib import closing
@@ -24,24 +24,19 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.models import infer_signature
-from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from purchase_predict.pipelines.training import nodes
-from purchase_predict.pipelines.training.nodes import train_model
+from purchase_contract.features import FEATURE_DTYPES, FEATURE_NAMES, LABEL
+from purchase_predict import mlflow_logging
+from purchase_predict.pipelines.training.nodes import evaluate_model, run_params, train_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROOT_PYPROJECT = REPO_ROOT / "pyproject.toml"
 
-# The model contract, as the training pipeline defines it.
-FEATURE_COLUMNS = tuple(nodes.FEATURE_COLUMNS)
-CATEGORICAL_COLUMNS = tuple(nodes.CATEGORICAL_FEATURES)
-LABEL_COLUMN = nodes.LABEL
-SKOPS_TRUSTED_TYPES = nodes.SKOPS_TRUSTED_TYPES
-# Explicit requirements: inferring them costs ~10 s per logged model.
-MODEL_PIP_REQUIREMENTS = ["mlflow", "lightgbm", "scikit-learn", "pandas"]
+LABEL_COLUMN = LABEL
 TEST_RATIO = 0.3
+# Fixed hyper-parameters (no search: the runs log automl_max_evals 0) of a small, few-tree model.
+SMALL_MODEL = {"n_estimators": 25, "num_leaves": 8, "learning_rate": 0.2}
 SPLIT_SEED = 7
 
 
@@ -124,25 +119,27 @@ def synthetic_sessions(rows: int = 500, seed: int = 0) -> pd.DataFrame:
     """A primary-table-like frame (feature columns + purchased) with a learnable signal."""
     rng = np.random.default_rng(seed)
     brand = rng.choice(["acme", "globex", "initech", None], rows, p=[0.4, 0.3, 0.2, 0.1])
+    columns = {
+        "product_id": lambda: rng.integers(1_000, 1_050, rows),
+        "brand": lambda: pd.Series(brand, dtype="str"),
+        "price": lambda: rng.uniform(1, 300, rows).round(2),
+        "num_views_session": lambda: rng.integers(1, 30, rows),
+        "num_views_product": lambda: rng.integers(1, 8, rows),
+        "category": lambda: pd.Series(
+            rng.choice(["electronics", "apparel", None], rows), dtype="str"
+        ),
+        "sub_category": lambda: pd.Series(
+            rng.choice(["phone", "shoes", "tv", None], rows), dtype="str"
+        ),
+        "hour": lambda: rng.integers(0, 24, rows),
+        "minute": lambda: rng.integers(0, 60, rows),
+        "weekday": lambda: rng.integers(0, 7, rows),
+        "duration": lambda: rng.exponential(600, rows).round(1),
+    }
+    # Every other contract feature is a count of earlier things (sessions, views): 0 to 5.
     frame = pd.DataFrame(
-        {
-            "product_id": rng.integers(1_000, 1_050, rows).astype("int64"),
-            "brand": pd.Series(brand, dtype="str"),
-            "price": rng.uniform(1, 300, rows).round(2),
-            "num_views_session": rng.integers(1, 30, rows).astype("int64"),
-            "num_views_product": rng.integers(1, 8, rows).astype("int64"),
-            "category": pd.Series(rng.choice(["electronics", "apparel", None], rows), dtype="str"),
-            "sub_category": pd.Series(
-                rng.choice(["phone", "shoes", "tv", None], rows), dtype="str"
-            ),
-            "hour": rng.integers(0, 24, rows).astype("int64"),
-            "minute": rng.integers(0, 60, rows).astype("int64"),
-            "weekday": rng.integers(0, 7, rows).astype("int64"),
-            "duration": rng.exponential(600, rows).round(1),
-            "num_prev_sessions": rng.integers(0, 6, rows).astype("int64"),
-            "num_prev_product_views": rng.integers(0, 6, rows).astype("int64"),
-        }
-    )
+        {name: columns.get(name, lambda: rng.integers(0, 6, rows))() for name in FEATURE_NAMES}
+    ).astype({name: dtype for name, dtype in FEATURE_DTYPES.items() if dtype != "object"})
     score = (
         1.1 * (frame["num_views_product"] - 3)
         + 0.002 * (frame["duration"] - 600)
@@ -173,8 +170,7 @@ def fit_contract_model(
                 )
             }
         )
-    small = {"n_estimators": 25, "num_leaves": 8, "learning_rate": 0.2}
-    return train_model(train, small, {"n_jobs": 1, "verbose": -1}, seed)
+    return train_model(train, SMALL_MODEL, {"n_jobs": 1, "verbose": -1}, seed)
 
 
 def log_training_run(
@@ -190,59 +186,36 @@ def log_training_run(
     with_test_set: bool = True,
     seed: int = 0,
 ) -> TrainingRun:
-    """Train on ``frame``'s train split and log a run exactly as the training pipeline does."""
+    """Train on ``frame``'s train split and log a run with the training pipeline's functions."""
     train, test = split_frame(frame)
     model = fit_contract_model(train, shuffle_labels=shuffle_labels, seed=seed)
-    features = test[list(FEATURE_COLUMNS)]
-    probability = model.predict_proba(features)[:, 1]
-    predicted = (probability >= decision_threshold).astype(int)
-    labels = test[LABEL_COLUMN]
-    metrics = {
-        "f1": f1_score(labels, predicted, zero_division=0),
-        "precision": precision_score(labels, predicted, zero_division=0),
-        "recall": recall_score(labels, predicted, zero_division=0),
-        "roc_auc": roc_auc_score(labels, probability),
-        "baseline_f1": f1_score(labels, [1] * len(labels)),
-    }
+    metrics = evaluate_model(model, test, decision_threshold)
+    params = run_params(SMALL_MODEL, decision_threshold, 0, test_ratio=TEST_RATIO, seed=seed)
     fingerprint = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
     tags = {"git_commit": git_commit, "git_branch": git_branch, "data_fingerprint": fingerprint}
-    with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
-        mlflow.log_params(
-            {"test_ratio": TEST_RATIO, "seed": seed, "decision_threshold": decision_threshold}
-        )
-        mlflow.log_metrics(metrics)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(features, model.predict_proba(features)),
-            input_example=features.head(3),
-            pyfunc_predict_fn="predict_proba",
-            metadata={"decision_threshold": decision_threshold},
-            registered_model_name=model_name if register else None,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            pip_requirements=MODEL_PIP_REQUIREMENTS,
-        )
+    with mlflow_logging.training_run(experiment_id, tags) as run:
         if with_test_set:
-            _log_test_set(test[[*FEATURE_COLUMNS, LABEL_COLUMN]])
-    version = info.registered_model_version
+            content = mlflow_logging.RunContent(params, metrics, {}, train, test)
+            mlflow_logging.log_run_content(content)
+        else:
+            mlflow.log_params(params)
+            mlflow.log_metrics(metrics)
+        info = mlflow_logging.log_model(model, test, decision_threshold)
+        version = (
+            mlflow.register_model(info.model_uri, model_name, tags={"git_commit": git_commit})
+            if register
+            else None
+        )
     return TrainingRun(
         run_id=run.info.run_id,
         model_uri=f"runs:/{run.info.run_id}/model",
-        model_version=str(version) if version is not None else None,
+        model_version=str(version.version) if version is not None else None,
         decision_threshold=decision_threshold,
         data_fingerprint=fingerprint,
         git_commit=git_commit,
         git_branch=git_branch,
         metrics=metrics,
     )
-
-
-def _log_test_set(test: pd.DataFrame) -> None:
-    """The frozen test set artifact, at the contract's path test_set/test_set.parquet."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "test_set.parquet"
-        test.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path="test_set")
 
 
 def write_training_run_json(path: Path, run: TrainingRun, model_name: str) -> Path:

@@ -31,32 +31,18 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from purchase_contract.events import EVENT_TYPES, RAW_COLUMN_NAMES, RAW_COLUMNS
+
 # The REES46 raw schema: the data contract (docs/data-contract.md) and RawEventsDataset use it.
-RAW_EVENT_COLUMNS: tuple[str, ...] = (
-    "event_time",
-    "event_type",
-    "product_id",
-    "category_id",
-    "category_code",
-    "brand",
-    "price",
-    "user_id",
-    "user_session",
-)
-EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase")
-RAW_EVENT_SCHEMA = pa.schema(
-    [
-        pa.field("event_time", pa.string()),
-        pa.field("event_type", pa.string()),
-        pa.field("product_id", pa.int64()),
-        pa.field("category_id", pa.int64()),
-        pa.field("category_code", pa.string()),
-        pa.field("brand", pa.string()),
-        pa.field("price", pa.float64()),
-        pa.field("user_id", pa.int64()),
-        pa.field("user_session", pa.string()),
-    ]
-)
+RAW_EVENT_COLUMNS: tuple[str, ...] = RAW_COLUMN_NAMES
+# The Arrow type each kind of raw column is written with (REES46 writes event_time as text).
+_ARROW_TYPES = {
+    "timestamp": pa.string(),
+    "text": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+}
+RAW_EVENT_SCHEMA = pa.schema([pa.field(c.name, _ARROW_TYPES[c.kind]) for c in RAW_COLUMNS])
 
 # 20 k sessions: ~130 k events, ~7.8 k carted pairs (purchase rate ~0.38), well under a second.
 DEFAULT_SESSIONS = 20_000

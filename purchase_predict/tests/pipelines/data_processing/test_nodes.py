@@ -11,31 +11,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from purchase_contract.features import FEATURE_DTYPES, FEATURE_NAMES, LABEL, PRIMARY_COLUMNS
 from purchase_predict.pipelines.data_processing.nodes import (
-    PRIMARY_COLUMNS,
+    FEATURE_EXPRESSIONS,
     EventValidationError,
     build_primary_table,
     validate_events,
 )
 
+# The contract's pandas dtypes as Ibis types: text columns are strings.
+_IBIS_TYPES = {"int64": "int64", "float64": "float64", "object": "string"}
 PRIMARY_SCHEMA = ibis.schema(
     {
-        "product_id": "int64",
-        "brand": "string",
-        "price": "float64",
+        **{name: _IBIS_TYPES[dtype] for name, dtype in FEATURE_DTYPES.items()},
         "user_id": "int64",
         "user_session": "string",
-        "purchased": "int64",
-        "num_views_session": "int64",
-        "num_views_product": "int64",
-        "category": "string",
-        "sub_category": "string",
-        "hour": "int64",
-        "minute": "int64",
-        "weekday": "int64",
-        "duration": "float64",
-        "num_prev_sessions": "int64",
-        "num_prev_product_views": "int64",
+        LABEL: "int64",
     }
 )
 
@@ -233,3 +224,7 @@ def test_wrong_column_types_are_refused_before_any_scan(
 
     assert error.failures == [("price", "type number", "column is string")]
     assert compiled_queries == []
+
+
+def test_every_contract_feature_has_one_expression_in_contract_order() -> None:
+    assert tuple(FEATURE_EXPRESSIONS) == FEATURE_NAMES

@@ -16,29 +16,20 @@ from kedro.io import DataCatalog, DatasetError
 from kedro.runner import SequentialRunner
 from kedro_datasets.ibis import FileDataset
 
+from purchase_contract.features import FEATURE_DTYPES, LABEL
 from purchase_predict.datagen import generate_events
 from purchase_predict.datasets import RawEventsDataset
 from purchase_predict.pipelines.data_processing import create_pipeline
 from purchase_predict.pipelines.data_processing.nodes import build_primary_table, validate_events
 
 CATALOG_FILE = Path(__file__).parents[3] / "conf" / "base" / "catalog_data_processing.yml"
+# The contract's pandas dtypes as Parquet (Arrow) types: text columns are strings.
+_ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "object": pa.string()}
 PRIMARY_PARQUET_TYPES = {
-    "product_id": pa.int64(),
-    "brand": pa.string(),
-    "price": pa.float64(),
+    **{name: _ARROW_TYPES[dtype] for name, dtype in FEATURE_DTYPES.items()},
     "user_id": pa.int64(),
     "user_session": pa.string(),
-    "purchased": pa.int64(),
-    "num_views_session": pa.int64(),
-    "num_views_product": pa.int64(),
-    "category": pa.string(),
-    "sub_category": pa.string(),
-    "hour": pa.int64(),
-    "minute": pa.int64(),
-    "weekday": pa.int64(),
-    "duration": pa.float64(),
-    "num_prev_sessions": pa.int64(),
-    "num_prev_product_views": pa.int64(),
+    LABEL: pa.int64(),
 }
 
 

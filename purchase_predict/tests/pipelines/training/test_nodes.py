@@ -9,15 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from sklearn import metrics as sk
 from sklearn.pipeline import Pipeline
 
+from purchase_contract.decision import METRIC_NAMES, classification_metrics
+from purchase_contract.features import FEATURE_NAMES, LABEL, NUMERIC_FEATURES
 from purchase_predict.pipelines.training.nodes import (
-    FEATURE_COLUMNS,
-    LABEL,
-    NUMERIC_FEATURES,
     PLOT_FILES,
     best_f1_threshold,
-    classification_metrics,
     data_fingerprint,
     evaluate_model,
     plot_model_reports,
@@ -33,6 +32,7 @@ SEARCH_SPACE = {
     "subsample": {"type": "float", "low": 0.6, "high": 1.0},
 }
 FIXED_PARAMS = {"subsample_freq": 1, "n_jobs": 1, "verbose": -1}
+FEATURE_COLUMNS = list(FEATURE_NAMES)
 
 
 def _labelled_primary(make_primary: Callable[..., pd.DataFrame], labels: list[int]) -> pd.DataFrame:
@@ -248,28 +248,29 @@ def test_model_ignores_product_id_and_extra_columns(
     ]
 
 
-def test_classification_metrics_match_hand_computed_values() -> None:
-    label = np.array([1, 0, 1, 0])
-    proba = np.array([0.9, 0.8, 0.4, 0.1])
+def test_evaluate_model_logs_the_metrics_scikit_learn_gave(
+    fitted: tuple[Pipeline, pd.DataFrame, pd.DataFrame],
+) -> None:
+    # The node used to compute these with scikit-learn: the contract's must give the same values.
+    model, _, test_set = fitted
+    label = test_set[LABEL].to_numpy()
+    proba = model.predict_proba(test_set[FEATURE_COLUMNS])[:, 1]
+    predicted = (proba >= 0.4).astype(int)
 
-    metrics = classification_metrics(label, proba, threshold=0.5)
+    metrics = evaluate_model(model, test_set, 0.4)
 
-    # Predicted [1, 1, 0, 0]: TP 1, FP 1, FN 1.
-    assert metrics["precision"] == pytest.approx(0.5)
-    assert metrics["recall"] == pytest.approx(0.5)
-    assert metrics["f1"] == pytest.approx(0.5)
-    # 3 of the 4 (positive, negative) pairs are ordered correctly.
-    assert metrics["roc_auc"] == pytest.approx(0.75)
-    # Precision 1 at recall 1/2, 2/3 at recall 1.
-    assert metrics["pr_auc"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
-    # All-positive: precision 1/2, recall 1.
-    assert metrics["baseline_f1"] == pytest.approx(2 / 3)
-
-
-def test_threshold_is_inclusive() -> None:
-    metrics = classification_metrics(np.array([1, 0]), np.array([0.5, 0.2]), threshold=0.5)
-
-    assert metrics["recall"] == 1.0
+    assert tuple(metrics) == METRIC_NAMES
+    assert metrics == pytest.approx(
+        {
+            "f1": sk.f1_score(label, predicted, zero_division=0),
+            "precision": sk.precision_score(label, predicted, zero_division=0),
+            "recall": sk.recall_score(label, predicted, zero_division=0),
+            "roc_auc": sk.roc_auc_score(label, proba),
+            "pr_auc": sk.average_precision_score(label, proba),
+            "baseline_f1": sk.f1_score(label, np.ones_like(label), zero_division=0),
+        },
+        rel=1e-12,
+    )
 
 
 def test_evaluate_model_scores_the_test_split(

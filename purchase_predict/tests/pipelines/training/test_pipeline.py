@@ -18,20 +18,23 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from mlflow import MlflowClient
 
+from purchase_contract.config import DEFAULT_LOCAL_MLFLOW_STORE
+from purchase_contract.decision import METRIC_NAMES
+from purchase_contract.features import FEATURE_NAMES, LABEL
 from purchase_predict.pipelines.training import create_pipeline
 from purchase_predict.pipelines.training.nodes import (
-    FEATURE_COLUMNS,
-    LABEL,
     data_fingerprint,
     log_training_run,
+    run_params,
     split_train_test,
 )
-from purchase_predict.project_config import project_setting
+from purchase_predict.settings import project_setting
 
 PROJECT_DIR = Path(__file__).resolve().parents[3]
 GIT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 GIT_BRANCH = "feature/training-test"
-METRICS = {"f1", "precision", "recall", "roc_auc", "pr_auc", "baseline_f1"}
+METRICS = set(METRIC_NAMES)
+FEATURE_COLUMNS = list(FEATURE_NAMES)
 AUTOML_MAX_EVALS = 4  # the default is 8; fewer trials keep this module quick
 
 
@@ -272,27 +275,28 @@ def test_logging_failure_ends_the_run_failed_without_a_version(
     training_run: TrainingRun,
     synthetic_primary: pd.DataFrame,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # No MLFLOW_TRACKING_URI: the node falls back to the embedded store in local_store_dir.
-    store = tmp_path / "mlruns"
+    # No MLFLOW_TRACKING_URI: the node falls back to the contract's embedded store, here the
+    # default path under a copy of the root configuration in tmp_path.
+    config = tmp_path / "pyproject.toml"
+    config.write_text((PROJECT_DIR.parent / "pyproject.toml").read_text())
+    monkeypatch.setenv("PURCHASE_PREDICT_CONFIG", str(config))
+    store = (tmp_path / DEFAULT_LOCAL_MLFLOW_STORE).parent
     train_set, test_set = split_train_test(synthetic_primary, 0.2, 42)
     # A column parquet cannot hold (numbers mixed with text) fails after params/metrics/plots.
     broken_test_set = test_set.assign(brand=[1, *test_set["brand"].iloc[1:]])
-    settings = {**training_run.params["mlflow_logging"], "local_store_dir": str(store)}
+    settings = training_run.params["mlflow_logging"]
 
     with pytest.raises(Exception, match="brand"):
         log_training_run(
             model=training_run.catalog.load("purchase_model"),
             train_set=train_set,
             test_set=broken_test_set,
-            best_hyperparameters={"num_leaves": 8},
-            decision_threshold=0.5,
+            params=run_params({"num_leaves": 8}, 0.5, automl_max_evals=1, test_ratio=0.2, seed=42),
             metrics=training_run.record["metrics"],
             plots={},
             data_fingerprint="0" * 64,
-            automl_max_evals=1,
-            test_ratio=0.2,
-            seed=42,
             mlflow_settings=settings,
         )
 
@@ -303,5 +307,6 @@ def test_logging_failure_ends_the_run_failed_without_a_version(
     runs = client.search_runs([experiment.experiment_id])
     assert [run.info.status for run in runs] == ["FAILED"]
     assert runs[0].data.metrics == pytest.approx(training_run.record["metrics"])
+    assert runs[0].data.params["decision_threshold"] == "0.5"
     assert client.search_model_versions(f"name = '{settings['registered_model_name']}'") == []
     assert mlflow.active_run() is None

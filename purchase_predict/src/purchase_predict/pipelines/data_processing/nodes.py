@@ -14,40 +14,32 @@ import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
-from purchase_predict.datagen import EVENT_TYPES
+from purchase_contract.events import EVENT_TIME_SHAPE, EVENT_TYPES, RAW_COLUMNS
+from purchase_contract.features import LABEL, PRIMARY_COLUMNS, ROW_KEY
 
-PRIMARY_COLUMNS: tuple[str, ...] = (
-    "product_id",
-    "brand",
-    "price",
-    "user_id",
-    "user_session",
-    "purchased",
-    "num_views_session",
-    "num_views_product",
-    "category",
-    "sub_category",
-    "hour",
-    "minute",
-    "weekday",
-    "duration",
-    "num_prev_sessions",
-    "num_prev_product_views",
-)
-_PAIR_KEYS = ("user_session", "product_id")
-# Physical types each raw column may have: (name of the rule, test on the Ibis type).
-_RAW_TYPE_RULES: dict[str, tuple[str, Callable[[dt.DataType], bool]]] = {
-    "event_time": ("string or timestamp", lambda t: t.is_string() or t.is_timestamp()),
-    "event_type": ("string", lambda t: t.is_string()),
-    "product_id": ("integer", lambda t: t.is_integer()),
-    "category_id": ("integer", lambda t: t.is_integer()),
-    "category_code": ("string", lambda t: t.is_string() or t.is_null()),
-    "brand": ("string", lambda t: t.is_string() or t.is_null()),
-    "price": ("number", lambda t: t.is_numeric()),
-    "user_id": ("integer", lambda t: t.is_integer()),
-    "user_session": ("string", lambda t: t.is_string() or t.is_uuid()),
+TypeRule = tuple[str, Callable[[dt.DataType], bool]]
+# Physical types each kind of raw column may have: (name of the rule, test on the Ibis type).
+# A column that may be missing may also be all NULL (typed null by some readers).
+_KIND_RULES: dict[str, TypeRule] = {
+    "timestamp": ("string or timestamp", lambda t: t.is_string() or t.is_timestamp()),
+    "text": ("string", lambda t: t.is_string()),
+    "integer": ("integer", lambda t: t.is_integer()),
+    "number": ("number", lambda t: t.is_numeric()),
 }
-_EVENT_TIME_SHAPE = "'YYYY-MM-DD HH:MM:SS[ UTC]'"
+# Session identifiers are UUIDs: a reader may type them so.
+_UUID_COLUMNS = frozenset({"user_session"})
+
+
+def _type_rule(name: str, kind: str, nullable: bool) -> TypeRule:
+    rule, accepts = _KIND_RULES[kind]
+    text_or_null = kind == "text" and nullable
+    uuid = name in _UUID_COLUMNS
+    return rule, lambda t: accepts(t) or (text_or_null and t.is_null()) or (uuid and t.is_uuid())
+
+
+_RAW_TYPE_RULES: dict[str, TypeRule] = {
+    column.name: _type_rule(column.name, column.kind, column.nullable) for column in RAW_COLUMNS
+}
 
 
 class EventValidationError(ValueError):
@@ -72,27 +64,23 @@ def _quoted(value: object) -> str:
     return "NULL" if value is None else repr(value)
 
 
-def validate_events(events: ir.Table) -> ir.Table:
-    """Check the value rules of the raw events in one aggregate query; return them unchanged.
-
-    Raises:
-        EventValidationError: listing every broken rule with its column, the number of
-            offending rows and an example value (or the wrong column types, which are
-            checked first, on the schema alone).
-    """
+def _check_types(events: ir.Table) -> None:
+    """The raw columns' physical types, on the schema alone (the value rules need them)."""
     wrong_types = [
         (column, f"type {kind}", f"column is {events[column].type()}")
         for column, (kind, accepts) in _RAW_TYPE_RULES.items()
         if not accepts(events[column].type())
     ]
-    if wrong_types:  # checked on the schema alone: the value rules below need these types
+    if wrong_types:
         raise EventValidationError(wrong_types)
 
-    timestamp = _event_timestamp(events.event_time)
-    bad_time = timestamp.isnull()
+
+def _value_stats(events: ir.Table) -> dict[str, object]:
+    """One aggregate query: row count, and per value rule its offenders and an example."""
+    bad_time = _event_timestamp(events.event_time).isnull()
     bad_price = events.price.isnull() | (events.price < 0)
     bad_type = events.event_type.isnull() | ~events.event_type.isin(EVENT_TYPES)
-    stats = (
+    return (
         events.aggregate(
             rows=events.count(),
             bad_time=events.count(where=bad_time),
@@ -106,40 +94,46 @@ def validate_events(events: ir.Table) -> ir.Table:
         .to_pyarrow()
         .to_pylist()[0]
     )
-    if stats["rows"] == 0:
-        raise EventValidationError([("events", "not empty", "zero rows")])
+
+
+def _value_failures(stats: dict[str, object]) -> list[tuple[str, str, str]]:
+    """The broken value rules, as (column, rule, detail)."""
     failures = []
     if stats["bad_time"]:
-        failures.append(
-            (
-                "event_time",
-                "parseable timestamp",
-                f"{stats['bad_time']} row(s) not parseable as {_EVENT_TIME_SHAPE} "
-                f"(e.g. {_quoted(stats['bad_time_example'])})",
-            )
+        detail = (
+            f"{stats['bad_time']} row(s) not parseable as {EVENT_TIME_SHAPE} "
+            f"(e.g. {_quoted(stats['bad_time_example'])})"
         )
+        failures.append(("event_time", "parseable timestamp", detail))
     if stats["bad_price"]:
-        failures.append(
-            (
-                "price",
-                "non-negative",
-                f"{stats['bad_price']} row(s) negative or missing (lowest {stats['lowest_price']})",
-            )
-        )
+        detail = f"{stats['bad_price']} row(s) negative or missing (lowest {stats['lowest_price']})"
+        failures.append(("price", "non-negative", detail))
     if stats["bad_type"]:
-        failures.append(
-            (
-                "event_type",
-                f"one of {'|'.join(EVENT_TYPES)}",
-                f"{stats['bad_type']} row(s) with another value "
-                f"(e.g. {_quoted(stats['bad_type_example'])})",
-            )
+        detail = (
+            f"{stats['bad_type']} row(s) with another value "
+            f"(e.g. {_quoted(stats['bad_type_example'])})"
         )
+        failures.append(("event_type", f"one of {'|'.join(EVENT_TYPES)}", detail))
     if not stats["purchases"] and not stats["bad_type"]:
         failures.append(
             ("event_type", "at least one purchase", "no 'purchase' event at all: no label")
         )
-    if failures:
+    return failures
+
+
+def validate_events(events: ir.Table) -> ir.Table:
+    """Check the value rules of the raw events in one aggregate query; return them unchanged.
+
+    Raises:
+        EventValidationError: listing every broken rule with its column, the number of
+            offending rows and an example value (or the wrong column types, which are
+            checked first, on the schema alone).
+    """
+    _check_types(events)
+    stats = _value_stats(events)
+    if stats["rows"] == 0:
+        raise EventValidationError([("events", "not empty", "zero rows")])
+    if failures := _value_failures(stats):
         raise EventValidationError(failures)
     return events
 
@@ -150,14 +144,8 @@ def _count(column: ir.NumericColumn) -> ir.IntegerScalar:
     return column.cast(dt.float64).sum().cast(dt.int64)
 
 
-def build_primary_table(events: ir.Table) -> ir.Table:
-    """One row per carted (user_session, product_id) with its label and features.
-
-    Exact duplicate events are dropped first; events without ``user_session``,
-    ``product_id`` or a parseable ``event_time`` cannot be placed and are ignored.
-    The events are read in one pass (one aggregate per session-product pair); later steps
-    work on pairs and sessions only. Rows are ordered by (user_session, product_id).
-    """
+def _pairs(events: ir.Table) -> ir.Table:
+    """One row per (user_session, product_id): the one pass over the (deduplicated) events."""
     clean = (
         events.distinct()
         .mutate(ts=lambda t: _event_timestamp(t.event_time))
@@ -166,11 +154,11 @@ def build_primary_table(events: ir.Table) -> ir.Table:
         )
     )
     is_cart = clean.event_type == "cart"
-    pairs = clean.group_by(_PAIR_KEYS).aggregate(
+    return clean.group_by(list(ROW_KEY)).aggregate(
         pair_user=clean.user_id.min(),
         pair_start=clean.ts.min(),
         pair_end=clean.ts.max(),
-        num_views_product=clean.count(where=clean.event_type == "view"),
+        product_views=clean.count(where=clean.event_type == "view"),
         purchases=clean.count(where=clean.event_type == "purchase"),
         cart_time=clean.ts.min(where=is_cart),
         cart_price=clean.price.argmin(clean.ts, where=is_cart),
@@ -178,53 +166,87 @@ def build_primary_table(events: ir.Table) -> ir.Table:
         cart_category_code=clean.category_code.argmin(clean.ts, where=is_cart),
     )
 
-    session_stats = pairs.group_by("user_session").aggregate(
+
+def _sessions(pairs: ir.Table) -> ir.Table:
+    """One row per session: its user, start, end, views, and its rank among the user's."""
+    stats = pairs.group_by("user_session").aggregate(
         # A session belongs to one user; should the data disagree, the smallest id wins.
         session_user=pairs.pair_user.min(),
         session_start=pairs.pair_start.min(),
         session_end=pairs.pair_end.max(),
-        num_views_session=_count(pairs.num_views_product),
+        session_views=_count(pairs.product_views),
     )
-    sessions = session_stats.mutate(
-        # rank() is 0-based and ties share the lowest rank: sessions started strictly before.
-        num_prev_sessions=ibis.rank().over(
-            group_by=session_stats.session_user, order_by=session_stats.session_start
-        ),
-        duration=(
-            session_stats.session_end.epoch_seconds() - session_stats.session_start.epoch_seconds()
-        ).cast(dt.float64),
+    # rank() is 0-based and ties share the lowest rank: sessions started strictly before.
+    return stats.mutate(
+        session_rank=ibis.rank().over(group_by=stats.session_user, order_by=stats.session_start)
     )
 
-    # Views of the product by the user in sessions started strictly before: the running
-    # total up to this session start, minus the sessions that started at the same time.
-    # Windows, not a self-join: the planner cannot turn them into a join on product alone.
-    pair_sessions = pairs.join(sessions, "user_session")
-    views = pair_sessions.num_views_product.cast(dt.float64)
-    user_product = [pair_sessions.session_user, pair_sessions.product_id]
-    up_to_start = ibis.window(
-        group_by=user_product, order_by=pair_sessions.session_start, range=(None, 0)
+
+def _category_part(t: ir.Table, index: int) -> ir.StringValue:
+    """Part ``index`` of the cart event's dotted category code, NULL when missing or empty."""
+    return t.cart_category_code.strip().nullif("").split(".")[index].nullif("")
+
+
+def _earlier_product_views(t: ir.Table) -> ir.IntegerValue:
+    """Views of the product by the user in sessions started strictly before this one."""
+    # The running total up to this session start, minus the sessions that started at the same
+    # time. Windows, not a self-join: the planner cannot turn them into a join on product alone.
+    views = t.product_views.cast(dt.float64)
+    user_product = [t.session_user, t.product_id]
+    up_to_start = ibis.window(group_by=user_product, order_by=t.session_start, range=(None, 0))
+    same_start = ibis.window(group_by=[*user_product, t.session_start])
+    return (views.sum().over(up_to_start) - views.sum().over(same_start)).cast(dt.int64)
+
+
+# Every feature of the contract, one expression each, over a (pair x session) row.
+FEATURE_EXPRESSIONS: dict[str, Callable[[ir.Table], ir.Value]] = {
+    "product_id": lambda t: t.product_id.cast(dt.int64),
+    "brand": lambda t: t.cart_brand.strip().lower().nullif(""),
+    "price": lambda t: t.cart_price.cast(dt.float64),
+    "num_views_session": lambda t: t.session_views,
+    "num_views_product": lambda t: t.product_views.cast(dt.int64),
+    "category": lambda t: _category_part(t, 0),
+    "sub_category": lambda t: _category_part(t, 1),
+    "hour": lambda t: t.cart_time.hour().cast(dt.int64),
+    "minute": lambda t: t.cart_time.minute().cast(dt.int64),
+    "weekday": lambda t: t.cart_time.day_of_week.index().cast(dt.int64),
+    "duration": lambda t: (t.session_end.epoch_seconds() - t.session_start.epoch_seconds()).cast(
+        dt.float64
+    ),
+    "num_prev_sessions": lambda t: t.session_rank.cast(dt.int64),
+    "num_prev_product_views": _earlier_product_views,
+}
+# The identifiers and the label, likewise.
+ROW_EXPRESSIONS: dict[str, Callable[[ir.Table], ir.Value]] = {
+    "user_id": lambda t: t.session_user.cast(dt.int64),
+    "user_session": lambda t: t.user_session.cast(dt.string),
+    LABEL: lambda t: (t.purchases > 0).cast(dt.int64),
+}
+# The contract's list is the order; a feature added there without its expression (or the other
+# way round) stops the import.
+if (*FEATURE_EXPRESSIONS, *ROW_EXPRESSIONS) != PRIMARY_COLUMNS:
+    raise ImportError(
+        "data_processing computes the columns "
+        f"{[*FEATURE_EXPRESSIONS, *ROW_EXPRESSIONS]}, the contract lists {list(PRIMARY_COLUMNS)}"
     )
-    same_start = ibis.window(group_by=[*user_product, pair_sessions.session_start])
-    joined = pair_sessions.mutate(
-        num_prev_product_views=views.sum().over(up_to_start) - views.sum().over(same_start)
-    ).filter(lambda t: t.cart_time.notnull())  # after the windows: earlier views need no cart
-    category_parts = joined.cart_category_code.strip().nullif("").split(".")
-    primary = joined.select(
-        product_id=joined.product_id.cast(dt.int64),
-        brand=joined.cart_brand.strip().lower().nullif(""),
-        price=joined.cart_price.cast(dt.float64),
-        user_id=joined.session_user.cast(dt.int64),
-        user_session=joined.user_session.cast(dt.string),
-        purchased=(joined.purchases > 0).cast(dt.int64),
-        num_views_session=joined.num_views_session,
-        num_views_product=joined.num_views_product.cast(dt.int64),
-        category=category_parts[0].nullif(""),
-        sub_category=category_parts[1].nullif(""),
-        hour=joined.cart_time.hour().cast(dt.int64),
-        minute=joined.cart_time.minute().cast(dt.int64),
-        weekday=joined.cart_time.day_of_week.index().cast(dt.int64),
-        duration=joined.duration,
-        num_prev_sessions=joined.num_prev_sessions.cast(dt.int64),
-        num_prev_product_views=joined.num_prev_product_views.cast(dt.int64),
+
+
+def build_primary_table(events: ir.Table) -> ir.Table:
+    """One row per carted (user_session, product_id) with its label and features.
+
+    Exact duplicate events are dropped first; events without ``user_session``,
+    ``product_id`` or a parseable ``event_time`` cannot be placed and are ignored.
+    The events are read in one pass (one aggregate per session-product pair); later steps
+    work on pairs and sessions only. Columns are the contract's PRIMARY_COLUMNS, in order;
+    rows are ordered by (user_session, product_id).
+    """
+    pairs = _pairs(events)
+    rows = pairs.join(_sessions(pairs), "user_session")
+    expressions = {**FEATURE_EXPRESSIONS, **ROW_EXPRESSIONS}
+    primary = (
+        rows.mutate(**{name: expression(rows) for name, expression in expressions.items()})
+        # After the windows: earlier views of a product need no cart.
+        .filter(lambda t: t.cart_time.notnull())
+        .select(*PRIMARY_COLUMNS)
     )
-    return primary.order_by(["user_session", "product_id"])
+    return primary.order_by(list(ROW_KEY))

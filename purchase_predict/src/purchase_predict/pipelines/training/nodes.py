@@ -3,7 +3,8 @@
 Every node is a pure function of its inputs except ``log_training_run``, whose job is to record
 the run in MLflow and register the model. The model is a self-contained scikit-learn
 ``Pipeline`` (raw feature columns in, purchase probability out) so the API can load it from
-MLflow without this package.
+MLflow without this package. Columns, the decision rule and the metrics are the contract's
+(``purchase_contract``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import subprocess
-import tempfile
-import warnings
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -26,60 +21,36 @@ import optuna
 import pandas as pd
 from lightgbm import LGBMClassifier
 from matplotlib.figure import Figure
-from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
-from sklearn.metrics import (
-    average_precision_score,
-    f1_score,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+
+# The contract has no curve nor a stand-alone average-precision scorer: these stay sklearn's.
+from sklearn.metrics import average_precision_score, precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
+from purchase_contract.decision import classification_metrics
+from purchase_contract.features import (
+    CATEGORICAL_FEATURES,
+    FEATURE_DTYPES,
+    FEATURE_NAMES,
+    LABEL,
+    NUMERIC_FEATURES,
+    PRIMARY_COLUMNS,
+    ROW_KEY,
+)
+from purchase_predict import mlflow_logging
+from purchase_predict.lineage import lineage_tags
+
 logger = logging.getLogger(__name__)
 
-LABEL = "purchased"
-# One primary row per carted (session, product): the key gives the table a canonical row order.
-ROW_KEY = ["user_session", "product_id"]
-CATEGORICAL_FEATURES = ["brand", "category", "sub_category"]
-# Model input columns and the dtype each is cast to (the data contract's types).
-FEATURE_DTYPES: dict[str, str] = {
-    "product_id": "int64",
-    "brand": "object",
-    "price": "float64",
-    "num_views_session": "int64",
-    "num_views_product": "int64",
-    "category": "object",
-    "sub_category": "object",
-    "hour": "int64",
-    "minute": "int64",
-    "weekday": "int64",
-    "duration": "float64",
-    "num_prev_sessions": "int64",
-    "num_prev_product_views": "int64",
-}
-FEATURE_COLUMNS = list(FEATURE_DTYPES)
-# product_id is an identifier, not a quantity: the model ignores it.
-NUMERIC_FEATURES = [
-    column
-    for column in FEATURE_COLUMNS
-    if column not in CATEGORICAL_FEATURES and column != "product_id"
-]
-PRIMARY_COLUMNS = [*FEATURE_COLUMNS, "user_id", "user_session", LABEL]
+# The contract's column lists, as the lists pandas and scikit-learn index with (a tuple is one key).
+_FEATURES = list(FEATURE_NAMES)
+_CATEGORICAL = list(CATEGORICAL_FEATURES)
+_NUMERIC = list(NUMERIC_FEATURES)
+_PRIMARY = list(PRIMARY_COLUMNS)
+_ROW_KEY = list(ROW_KEY)
 PLOT_FILES = ("pr_curve.png", "feature_importance.png")
-# Types inside the fitted Pipeline that skops does not trust by default; MLflow stores the list
-# in the MLmodel file so loading needs no extra argument.
-SKOPS_TRUSTED_TYPES = [
-    "collections.OrderedDict",
-    "lightgbm.basic.Booster",
-    "lightgbm.sklearn.LGBMClassifier",
-]
-# Distributions the logged model needs at load time (pinned to the training versions).
-MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "lightgbm", "skops", "pandas", "numpy", "scipy")
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,7 +59,7 @@ MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "lightgbm", "skops", "pandas", "
 
 
 def _check_primary_columns(primary: pd.DataFrame) -> None:
-    missing = [column for column in PRIMARY_COLUMNS if column not in primary.columns]
+    missing = [column for column in _PRIMARY if column not in primary.columns]
     if missing:
         raise ValueError(f"primary table is missing columns {missing}")
 
@@ -96,7 +67,7 @@ def _check_primary_columns(primary: pd.DataFrame) -> None:
 def _canonical(primary: pd.DataFrame) -> pd.DataFrame:
     """Contract columns in contract order, rows sorted by the key (the source order may vary)."""
     _check_primary_columns(primary)
-    return primary[PRIMARY_COLUMNS].sort_values(ROW_KEY, kind="mergesort").reset_index(drop=True)
+    return primary[_PRIMARY].sort_values(_ROW_KEY, kind="mergesort").reset_index(drop=True)
 
 
 def _model_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -175,7 +146,7 @@ def split_train_test(
 
 
 def _features_and_label(rows: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    return rows[FEATURE_COLUMNS], rows[LABEL].to_numpy()
+    return rows[_FEATURES], rows[LABEL].to_numpy()
 
 
 def build_model(
@@ -187,8 +158,8 @@ def build_model(
     )
     columns = ColumnTransformer(
         [
-            ("categories", encoder, CATEGORICAL_FEATURES),
-            ("numbers", "passthrough", NUMERIC_FEATURES),
+            ("categories", encoder, _CATEGORICAL),
+            ("numbers", "passthrough", _NUMERIC),
         ],
         remainder="drop",
         verbose_feature_names_out=False,
@@ -199,7 +170,7 @@ def build_model(
 
 def _fit(model: Pipeline, features: pd.DataFrame, label: np.ndarray) -> Pipeline:
     # The encoded category columns are LightGBM categorical features, not ordered numbers.
-    return model.fit(features, label, classifier__categorical_feature=CATEGORICAL_FEATURES)
+    return model.fit(features, label, classifier__categorical_feature=_CATEGORICAL)
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: dict[str, Any]) -> int | float:
@@ -322,43 +293,27 @@ def train_model(
 # --------------------------------------------------------------------------------------------
 
 
-def classification_metrics(
-    label: np.ndarray, purchase_proba: np.ndarray, threshold: float
-) -> dict[str, float]:
-    """Test metrics at ``threshold``, plus the F1 of predicting a purchase for every row."""
-    predicted = (purchase_proba >= threshold).astype(int)
-    return {
-        "f1": float(f1_score(label, predicted, zero_division=0)),
-        "precision": float(precision_score(label, predicted, zero_division=0)),
-        "recall": float(recall_score(label, predicted, zero_division=0)),
-        "roc_auc": float(roc_auc_score(label, purchase_proba)),
-        "pr_auc": float(average_precision_score(label, purchase_proba)),
-        "baseline_f1": float(f1_score(label, np.ones_like(label), zero_division=0)),
-    }
-
-
 def evaluate_model(
     model: Pipeline, test_set: pd.DataFrame, decision_threshold: float
 ) -> dict[str, float]:
-    """Metrics of the fitted model on the test split at the decision threshold."""
+    """The contract's metrics of the fitted model on the test split at the decision threshold.
+
+    Both classes are in the test split (``split_train_test`` makes sure), so no metric is None.
+    """
     features, label = _features_and_label(test_set)
     return classification_metrics(label, model.predict_proba(features)[:, 1], decision_threshold)
 
 
 def _pr_curve_figure(label: np.ndarray, purchase_proba: np.ndarray, threshold: float) -> Figure:
     precision, recall, _ = precision_recall_curve(label, purchase_proba)
-    predicted = purchase_proba >= threshold
+    at_threshold = classification_metrics(label, purchase_proba, threshold)
     figure = Figure(figsize=(6, 5))
     axes = figure.subplots()
-    axes.plot(
-        recall,
-        precision,
-        label=f"model (PR AUC {average_precision_score(label, purchase_proba):.3f})",
-    )
+    axes.plot(recall, precision, label=f"model (PR AUC {at_threshold['pr_auc']:.3f})")
     axes.axhline(label.mean(), linestyle="--", color="grey", label="all-positive baseline")
     axes.scatter(
-        [recall_score(label, predicted, zero_division=0)],
-        [precision_score(label, predicted, zero_division=0)],
+        [at_threshold["recall"]],
+        [at_threshold["precision"]],
         color="red",
         zorder=3,
         label=f"decision threshold {threshold:.3f}",
@@ -403,74 +358,26 @@ def plot_model_reports(
 
 
 # --------------------------------------------------------------------------------------------
-# MLflow logging
+# MLflow logging (purchase_predict.mlflow_logging does the MLflow calls)
 # --------------------------------------------------------------------------------------------
 
 
-def _tracking_uri(local_store_dir: str) -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store in ``local_store_dir``."""
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-        return uri
-    store = Path(local_store_dir).resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
-
-
-def _local_artifact_root(tracking_uri: str) -> str | None:
-    """Artifacts beside a local SQLite store; None lets a server (or MLflow) choose."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-    return (database.parent / "artifacts").as_uri()
-
-
-def _experiment_id(name: str, tracking_uri: str) -> str:
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=_local_artifact_root(tracking_uri))
-
-
-def _git(*args: str) -> str:
-    """One git value, or "" outside a checkout (or before the first commit)."""
-    try:
-        result = subprocess.run(
-            ["git", *args], capture_output=True, text=True, check=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return result.stdout.strip()
-
-
-def _first_env(*names: str) -> str:
-    return next((value for name in names if (value := os.environ.get(name, "").strip())), "")
-
-
-def _lineage_tags(fingerprint: str) -> dict[str, str]:
-    tags = {
-        "git_commit": _first_env("GIT_COMMIT", "GITHUB_SHA")
-        or _git("rev-parse", "HEAD")
-        or "unknown",
-        "data_fingerprint": fingerprint,
+def run_params(
+    best_hyperparameters: dict[str, Any],
+    decision_threshold: float,
+    automl_max_evals: int,
+    test_ratio: float,
+    seed: int,
+) -> dict[str, Any]:
+    """The params the run logs: the chosen hyper-parameters, the search and split settings and
+    the decision threshold."""
+    return {
+        **best_hyperparameters,
+        "automl_max_evals": automl_max_evals,
+        "test_ratio": test_ratio,
+        "seed": seed,
+        "decision_threshold": decision_threshold,
     }
-    # GITHUB_HEAD_REF is the source branch of a pull request (GITHUB_REF_NAME is then "<n>/merge").
-    if branch := _first_env("GIT_BRANCH", "GITHUB_HEAD_REF", "GITHUB_REF_NAME") or _git(
-        "branch", "--show-current"
-    ):
-        tags["git_branch"] = branch
-    return tags
-
-
-def _pip_requirements() -> list[str]:
-    # Pinned explicitly: inferring them makes MLflow load the model in a subprocess (~10 s).
-    return [f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS]
-
-
-def _log_test_set(test_set: pd.DataFrame) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "test_set.parquet"
-        test_set.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path="test_set")
 
 
 def log_training_run(
@@ -478,71 +385,32 @@ def log_training_run(
     train_set: pd.DataFrame,
     test_set: pd.DataFrame,
     *,
-    best_hyperparameters: dict[str, Any],
-    decision_threshold: float,
+    params: dict[str, Any],
     metrics: dict[str, float],
     plots: dict[str, Figure],
     data_fingerprint: str,
-    automl_max_evals: int,
-    test_ratio: float,
-    seed: int,
     mlflow_settings: dict[str, str],
 ) -> dict[str, Any]:
     """Log the run to MLflow, register the model last, return the ``training_run.json`` record.
 
-    ``mlflow_settings`` holds ``experiment_name``, ``registered_model_name`` and
-    ``local_store_dir`` (the embedded store used when ``MLFLOW_TRACKING_URI`` is unset). Any
-    failure before registration ends the run FAILED with no model version.
+    ``params`` come from ``run_params`` (the decision threshold among them);
+    ``mlflow_settings`` holds ``experiment_name`` and ``registered_model_name``. The store is
+    ``$MLFLOW_TRACKING_URI``, else the contract's embedded one. Any failure before registration
+    ends the run FAILED with no model version.
     """
-    tracking_uri = _tracking_uri(mlflow_settings["local_store_dir"])
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = _experiment_id(mlflow_settings["experiment_name"], tracking_uri)
+    uri = mlflow_logging.use_tracking_store()
+    experiment = mlflow_logging.experiment_id(mlflow_settings["experiment_name"], uri)
     model_name = mlflow_settings["registered_model_name"]
-    tags = _lineage_tags(data_fingerprint)
-    test_features = test_set[FEATURE_COLUMNS]
-    signature_sample = test_features.head(200)
-
-    # The run context ends the run FAILED on any exception, FINISHED otherwise.
-    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
-        # The contract's integer columns have no missing values: MLflow's schema hint does not apply.
-        warnings.filterwarnings(
-            "ignore", message=".*Integer columns in Python cannot represent missing"
-        )
-        signature = infer_signature(signature_sample, model.predict_proba(signature_sample))
-        mlflow.log_params(
-            {
-                **best_hyperparameters,
-                "automl_max_evals": automl_max_evals,
-                "test_ratio": test_ratio,
-                "seed": seed,
-                "decision_threshold": decision_threshold,
-            }
-        )
-        mlflow.log_metrics(metrics)
-        for file_name, figure in plots.items():
-            mlflow.log_figure(figure, f"plots/{file_name}")
-        _log_test_set(test_set)
-        mlflow.log_input(
-            mlflow.data.from_pandas(train_set, name="train", targets=LABEL), context="training"
-        )
-        mlflow.log_input(
-            mlflow.data.from_pandas(test_set, name="test", targets=LABEL), context="testing"
-        )
-        model_info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=test_features.head(5),
-            pyfunc_predict_fn="predict_proba",
-            metadata={"decision_threshold": decision_threshold},
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            pip_requirements=_pip_requirements(),
-        )
+    tags = lineage_tags(data_fingerprint)
+    decision_threshold = params["decision_threshold"]
+    content = mlflow_logging.RunContent(params, metrics, plots, train_set, test_set)
+    with mlflow_logging.training_run(experiment, tags) as run:
+        mlflow_logging.log_run_content(content)
+        model_info = mlflow_logging.log_model(model, test_set, decision_threshold)
         # Registration comes last, with its tag in the same call: a failure above leaves no version.
         version = mlflow.register_model(
             model_info.model_uri, model_name, tags={"git_commit": tags["git_commit"]}
         )
-
     record = {
         "run_id": run.info.run_id,
         "model_uri": f"runs:/{run.info.run_id}/model",
