@@ -23,7 +23,7 @@ def main() -> None:
     from pydantic import TypeAdapter  # noqa: PLC0415
     from pydantic_core import from_json, to_json  # noqa: PLC0415
 
-    from app.core.model import load_model_dir  # noqa: PLC0415
+    from app.model.loading import load_model_dir  # noqa: PLC0415
     from app.models import PredictRequest  # noqa: PLC0415
 
     model = load_model_dir(Path(sys.argv[1]))

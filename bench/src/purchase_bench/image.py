@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import time
 
-from purchase_bench.common import API_DIR, say
+from purchase_bench.common import API_DIR, ROOT, say
 from purchase_bench.context import Bench
 from purchase_bench.servers import Server
 
@@ -50,11 +50,14 @@ def image(bench: Bench, repeats: int = 3) -> None:
 
 def build(bench: Bench, env: dict[str, str]) -> float:
     """Build the API image with the baked model; seconds it took."""
+    # The repository's layout (the build context is its root): the contract, the API, the model.
     context = bench.work / "context"
-    shutil.copytree(
-        API_DIR, context, ignore=shutil.ignore_patterns("tests", "model", "__pycache__")
-    )
-    shutil.copytree(bench.model_dir, context / "model")
+    skip = shutil.ignore_patterns("tests", "model", "__pycache__", "*.egg-info")
+    context.mkdir()
+    shutil.copy2(ROOT / ".dockerignore", context / ".dockerignore")
+    shutil.copytree(ROOT / "contract", context / "contract", ignore=skip)
+    shutil.copytree(API_DIR, context / "purchase_predict_api", ignore=skip)
+    shutil.copytree(bench.model_dir, context / "purchase_predict_api" / "model")
     say("building the API image (docker build)")
     started = time.perf_counter()
     bench.run(
@@ -63,6 +66,8 @@ def build(bench: Bench, env: dict[str, str]) -> float:
             "build",
             "--network=host",
             f"--build-arg=BASE_IMAGE={env['BASE_IMAGE']}",
+            "--file",
+            str(context / "purchase_predict_api" / "Dockerfile"),
             "--tag",
             TAG,
             str(context),

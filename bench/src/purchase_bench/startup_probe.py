@@ -13,7 +13,7 @@ def main() -> None:
     import app.main  # noqa: F401, PLC0415
 
     t1 = time.perf_counter()
-    from app.core.model import load_model_dir  # noqa: PLC0415
+    from app.model.loading import load_model_dir  # noqa: PLC0415
 
     load_model_dir(Path(sys.argv[1]))
     t2 = time.perf_counter()

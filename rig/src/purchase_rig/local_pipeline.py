@@ -233,11 +233,11 @@ class Pipeline(DeployStages):
     def bake(self, model_name: str, alias: str) -> dict[str, str]:
         with self.stage("bake", f"models:/{model_name}@{alias} into the build context"):
             # The previous run's bake: generated (git-ignored), replaced on every run.
-            shutil.rmtree(API_DIR / BAKED_MODEL_DIR, ignore_errors=True)
+            shutil.rmtree(ROOT / BAKED_MODEL_DIR, ignore_errors=True)
             return self.python_script(
                 "bake_model.py",
                 f"--model-uri=models:/{model_name}@{alias}",
-                f"--out={API_DIR / BAKED_MODEL_DIR}",
+                f"--out={ROOT / BAKED_MODEL_DIR}",
             )
 
     # ---- the whole run --------------------------------------------------------
@@ -254,7 +254,7 @@ class Pipeline(DeployStages):
             self.keep_serving(current, promoted["model_version"])
         elif self.use_docker:
             baked = self.bake(model_name, alias)
-            self.build_push_deploy(baked["model_version"])
+            self.build_push_deploy(baked["model-version"])
         else:
             self.serve_locally(model_name, alias)
 

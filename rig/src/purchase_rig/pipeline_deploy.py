@@ -14,6 +14,7 @@ from purchase_rig.pipeline_plumbing import (
     API_DIR,
     BAKED_MODEL_DIR,
     LOCAL_PROJECT,
+    ROOT,
     SMOKE_REQUEST,
     PipelineError,
     StagePlumbing,
@@ -58,8 +59,9 @@ class DeployStages(StagePlumbing):
             built = self.step_script(
                 "actions/docker-build/build.sh",
                 {
-                    "CONTEXT": str(API_DIR),
-                    "DOCKERFILE": "",
+                    # The repository root: the image installs the contract beside the API.
+                    "CONTEXT": str(ROOT),
+                    "DOCKERFILE": str(API_DIR / "Dockerfile"),
                     "IMAGE_NAME": env["image_name"],
                     "GIT_SHA": sha,
                     "MODEL_VERSION": model_version,
@@ -218,7 +220,13 @@ class DeployStages(StagePlumbing):
         """The service's revision when its image was built from this commit's API code with
         this model version (the image labels say so): then bake to traffic would repeat it."""
         env = self.environment
-        if self.git("status", "--porcelain", "--", str(API_DIR), "actions/docker-build"):
+        image_inputs = (
+            str(API_DIR),
+            str(ROOT / "contract"),
+            ".dockerignore",
+            "actions/docker-build",
+        )
+        if self.git("status", "--porcelain", "--", *image_inputs):
             return None  # uncommitted API changes: the commit does not describe the image
         current = self.serving(env["service"], env["region"])
         if not current:

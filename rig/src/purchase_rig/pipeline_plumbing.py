@@ -22,7 +22,9 @@ TRAINING_DIR = ROOT / "purchase_predict"
 API_DIR = ROOT / "purchase_predict_api"
 SMOKE_REQUEST = API_DIR / "smoke_request.json"
 LOG_TAIL_LINES = 25
-BAKED_MODEL_DIR = "model"  # inside the API build context, as the Dockerfile expects
+# The bake's output, relative to the repository root (the image's build context), where the
+# Dockerfile's MODEL_DIR default expects it.
+BAKED_MODEL_DIR = "purchase_predict_api/model"
 LOCAL_PROJECT = "local-project"
 
 
