@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from sklearn import metrics as sk
 from sklearn.pipeline import Pipeline
 
-from purchase_contract.decision import METRIC_NAMES, classification_metrics
+from purchase_contract.decision import METRIC_NAMES, classification_metrics, is_purchase
 from purchase_contract.features import FEATURE_NAMES, LABEL, NUMERIC_FEATURES
 from purchase_predict.pipelines.training.nodes import (
     PLOT_FILES,
@@ -255,7 +255,7 @@ def test_evaluate_model_logs_the_metrics_scikit_learn_gave(
     model, _, test_set = fitted
     label = test_set[LABEL].to_numpy()
     proba = model.predict_proba(test_set[FEATURE_COLUMNS])[:, 1]
-    predicted = (proba >= 0.4).astype(int)
+    predicted = is_purchase(proba, 0.4).astype(int)
 
     metrics = evaluate_model(model, test_set, 0.4)
 
