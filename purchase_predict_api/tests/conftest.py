@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,13 @@ from sklearn.pipeline import Pipeline
 from app.core.config import Settings
 from app.main import create_app
 from app.model.bake import bake
-from purchase_contract.features import CATEGORICAL_FEATURES, FEATURE_NAMES, NUMERIC_FEATURES
+from purchase_contract.features import (
+    CATEGORICAL_FEATURES,
+    FEATURE_NAMES,
+    FEATURES,
+    NUMERIC_FEATURES,
+    Feature,
+)
 
 MODEL_NAME = "api-test-model"
 ALIAS = "candidate"
@@ -86,22 +93,30 @@ def synthetic_sessions(rows: int, seed: int) -> pd.DataFrame:
         picked = rng.choice(np.array(values, dtype=object), rows).astype(object)
         return pd.Series(picked, dtype=object).mask(rng.random(rows) < missing, np.nan)
 
+    # The columns the label reads, with realistic values; any other contract feature from its
+    # bounds (small counts), so a feature added to the contract needs nothing here.
+    realistic = {
+        "product_id": lambda: rng.integers(1_000, 2_000, rows).astype("int64"),
+        "brand": lambda: categories(["apple", "samsung", "xiaomi", "huawei"], 0.15),
+        "price": lambda: rng.gamma(2.0, 150.0, rows).round(2),
+        "num_views_session": lambda: rng.integers(1, 40, rows).astype("int64"),
+        "num_views_product": lambda: rng.integers(1, 10, rows).astype("int64"),
+        "category": lambda: categories(["electronics", "appliances", "computers"], 0.1),
+        "sub_category": lambda: categories(["smartphone", "tablet", "kitchen", "notebook"], 0.1),
+        "duration": lambda: rng.exponential(600.0, rows).round(1),
+    }
+
+    def from_bounds(feature: Feature) -> Any:
+        if feature.kind == "text":
+            return categories([f"{feature.name}-{i}" for i in range(4)], 0.1)
+        upper = feature.maximum if feature.maximum <= 100 else 20
+        if feature.kind == "integer":
+            return rng.integers(feature.minimum, upper + 1, rows).astype("int64")
+        return rng.uniform(feature.minimum, upper, rows)
+
+    # Drawn in contract order, one column after the other.
     return pd.DataFrame(
-        {
-            "product_id": rng.integers(1_000, 2_000, rows).astype("int64"),
-            "brand": categories(["apple", "samsung", "xiaomi", "huawei"], 0.15),
-            "price": rng.gamma(2.0, 150.0, rows).round(2),
-            "num_views_session": rng.integers(1, 40, rows).astype("int64"),
-            "num_views_product": rng.integers(1, 10, rows).astype("int64"),
-            "category": categories(["electronics", "appliances", "computers"], 0.1),
-            "sub_category": categories(["smartphone", "tablet", "kitchen", "notebook"], 0.1),
-            "hour": rng.integers(0, 24, rows).astype("int64"),
-            "minute": rng.integers(0, 60, rows).astype("int64"),
-            "weekday": rng.integers(0, 7, rows).astype("int64"),
-            "duration": rng.exponential(600.0, rows).round(1),
-            "num_prev_sessions": rng.integers(0, 20, rows).astype("int64"),
-            "num_prev_product_views": rng.integers(0, 5, rows).astype("int64"),
-        }
+        {f.name: realistic[f.name]() if f.name in realistic else from_bounds(f) for f in FEATURES}
     )[CONTRACT_FEATURES]
 
 

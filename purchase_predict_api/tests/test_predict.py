@@ -19,22 +19,10 @@ from app.models import (
     PredictionResponse,
     validate_session,
 )
+from purchase_contract.features import FEATURE_NAMES
 
-EXPECTED_FEATURES = [
-    "product_id",
-    "brand",
-    "price",
-    "num_views_session",
-    "num_views_product",
-    "category",
-    "sub_category",
-    "hour",
-    "minute",
-    "weekday",
-    "duration",
-    "num_prev_sessions",
-    "num_prev_product_views",
-]
+# The contract's feature columns, in its order.
+EXPECTED_FEATURES = list(FEATURE_NAMES)
 
 
 def test_session_fields_are_the_contract_feature_columns() -> None:

@@ -23,6 +23,9 @@ from purchase_rig.pipeline_plumbing import (
     rel,
 )
 
+# What the image is built from: uncommitted changes there mean the commit does not describe it.
+IMAGE_INPUTS = (str(API_DIR), str(ROOT / "contract"), ".dockerignore", "actions/docker-build")
+
 
 class DeployStages(StagePlumbing):
     """Bake's output to a revision with all the traffic (``Pipeline`` sets ``cloud``,
@@ -59,7 +62,6 @@ class DeployStages(StagePlumbing):
             built = self.step_script(
                 "actions/docker-build/build.sh",
                 {
-                    # The repository root: the image installs the contract beside the API.
                     "CONTEXT": str(ROOT),
                     "DOCKERFILE": str(API_DIR / "Dockerfile"),
                     "IMAGE_NAME": env["image_name"],
@@ -220,13 +222,7 @@ class DeployStages(StagePlumbing):
         """The service's revision when its image was built from this commit's API code with
         this model version (the image labels say so): then bake to traffic would repeat it."""
         env = self.environment
-        image_inputs = (
-            str(API_DIR),
-            str(ROOT / "contract"),
-            ".dockerignore",
-            "actions/docker-build",
-        )
-        if self.git("status", "--porcelain", "--", *image_inputs):
+        if self.git("status", "--porcelain", "--", *IMAGE_INPUTS):
             return None  # uncommitted API changes: the commit does not describe the image
         current = self.serving(env["service"], env["region"])
         if not current:
