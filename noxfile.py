@@ -164,7 +164,10 @@ def tests(session: nox.Session, suite: str) -> None:
     if suite == "training":
         _install_training(session)
         _install_local(session, "bench")
-        paths = ["contract/tests", "purchase_predict/tests", "tests", "-m", "not e2e"]
+        paths = [
+            *("contract/tests", "purchase_predict/tests", "bench/tests", "rig/tests", "tests"),
+            *("-m", "not e2e"),
+        ]
     else:
         # The API and the contract it reads, nothing of the Kedro project.
         _install_local(session, "contract", "purchase_predict_api[test]")
