@@ -23,7 +23,7 @@ import pytest
 from purchase_rig import local_cloud
 from purchase_rig.local_cloud import LocalCloud, LocalCloudError
 
-from .conftest import ROOT, assert_loopback_only, run
+from .conftest import assert_loopback_only, run
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 FAKE_APT = """\
@@ -156,7 +156,7 @@ def test_the_engine_on_the_default_socket_is_used_and_left_running(
 ) -> None:
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
-    cloud = [sys.executable, str(ROOT / "scripts" / "local_cloud.py"), "--state", str(state)]
+    cloud = [sys.executable, "-m", "purchase_rig.local_cloud", "--state", str(state)]
 
     up = run([*cloud, "up", "docker", "base"], env, timeout=600)
 
