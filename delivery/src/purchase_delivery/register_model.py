@@ -34,6 +34,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from purchase_contract.config import ConfigError, ProjectConfig, load_config, tracking_uri
+from purchase_contract.step_outputs import append_to
 
 MODEL_ARTIFACT = "model"
 TEST_SET_ARTIFACT = "test_set/test_set.parquet"
@@ -328,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = summary_markdown(promotion)
     print(summary, end="")
-    _append_env_file("GITHUB_STEP_SUMMARY", summary)
-    _append_env_file("GITHUB_OUTPUT", "".join(f"{k}={v}\n" for k, v in promotion.outputs().items()))
+    append_to("GITHUB_STEP_SUMMARY", summary)
+    append_to("GITHUB_OUTPUT", "".join(f"{k}={v}\n" for k, v in promotion.outputs().items()))
     gate = promotion.gate
     if not gate.promoted:
         print(
@@ -632,12 +633,6 @@ def _first(*values: Any) -> str | None:
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _append_env_file(variable: str, text: str) -> None:
-    if path := os.environ.get(variable):
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(text)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from purchase_contract.step_outputs import append_to
+
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 VERSION = re.compile(r"^[1-9][0-9]*$")
 # Training runs whose workflow files this repository controls (pull_request runs use the PR's).
@@ -290,12 +292,6 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _append(variable: str, text: str) -> None:
-    if path := os.environ.get(variable):
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-
-
 def _context(args: argparse.Namespace) -> Context:
     event_path = Path(args.event_path)
     try:
@@ -349,11 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         plan = (api_plan if args.kind == "api" else training_plan)(ctx)
     except Refused as err:
         print(f"::error title=trigger-plan::{err}")
-        _append("GITHUB_STEP_SUMMARY", f"## Refused: {args.event_name}\n\n{err}.\n")
+        append_to("GITHUB_STEP_SUMMARY", f"## Refused: {args.event_name}\n\n{err}.\n")
         return 1
     lines = "".join(f"{key}={value}\n" for key, value in outputs(args.kind, ctx, plan).items())
-    _append("GITHUB_OUTPUT", lines)
-    _append("GITHUB_STEP_SUMMARY", summary(args.kind, ctx, plan))
+    append_to("GITHUB_OUTPUT", lines)
+    append_to("GITHUB_STEP_SUMMARY", summary(args.kind, ctx, plan))
     print(lines, end="")
     for note in plan.notes:
         print(f"note: {note}")
