@@ -203,23 +203,17 @@ def provision(tools: dict[str, str], *, log: Path | None = None) -> list[str]:
     return packages
 
 
-class LocalCloud:
+class Processes:
     """The stand-ins' processes, tracked by pid files in one state directory."""
 
     def __init__(self, state: Path) -> None:
         self.state = state
-        self.state.mkdir(parents=True, exist_ok=True)
-        self.env_file = state / "env.json"
-        self.env: dict[str, str] = (
-            json.loads(self.env_file.read_text()) if self.env_file.exists() else {}
-        )
 
-    # ---- process bookkeeping ---------------------------------------------
-    def _pidfile(self, name: str) -> Path:
+    def pidfile(self, name: str) -> Path:
         return self.state / f"{name}.pid"
 
-    def _alive(self, name: str) -> bool:
-        pidfile = self._pidfile(name)
+    def alive(self, name: str) -> bool:
+        pidfile = self.pidfile(name)
         if not pidfile.exists():
             return False
         try:
@@ -237,7 +231,7 @@ class LocalCloud:
         except OSError:
             return False
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Path:
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Path:
         log = self.state / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
@@ -248,11 +242,11 @@ class LocalCloud:
                 env={**os.environ, **(env or {})},
                 start_new_session=True,  # its own process group: `down` stops its children too
             )
-        self._pidfile(name).write_text(str(proc.pid))
+        self.pidfile(name).write_text(str(proc.pid))
         return log
 
-    def _stop(self, name: str, timeout: float = 15) -> None:
-        pidfile = self._pidfile(name)
+    def stop(self, name: str, timeout: float = 15) -> None:
+        pidfile = self.pidfile(name)
         if not pidfile.exists():
             return
         pid = int(pidfile.read_text().strip() or 0)
@@ -262,83 +256,63 @@ class LocalCloud:
             except (ProcessLookupError, PermissionError):
                 break
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self._alive(name):
+            while time.monotonic() < deadline and self.alive(name):
                 time.sleep(0.2)
-            if not self._alive(name):
+            if not self.alive(name):
                 break
         pidfile.unlink(missing_ok=True)
         _say(f"stopped {name}")
 
-    def _save_env(self) -> None:
-        self.env_file.write_text(json.dumps(self.env, indent=2, sort_keys=True))
-        lines = [f"export {k}={json.dumps(v)}" for k, v in sorted(self.env.items())]
-        (self.state / "env.sh").write_text("\n".join(lines) + "\n")
 
-    # ---- provisioning ------------------------------------------------------
-    def needed_tools(self, parts: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-        """(required, fallback) tools for ``parts`` on this machine, each name -> what for.
-        Fallbacks are needed only when the primary way fails (a pull, an answering registry)."""
-        required: dict[str, str] = {}
-        fallback: dict[str, str] = {}
-        if {"docker", "base", "registry", "cloudrun"} & set(parts):
-            required["docker"] = "the docker CLI"
-        if "docker" in parts and not self._engine_found():
-            required["dockerd"] = (
-                "a Docker engine (none answers on DOCKER_HOST or the default socket)"
-            )
-        if "base" in parts and not self._base_cached():
-            fallback["debootstrap"] = f"the base image when {OFFICIAL_BASE_IMAGE} cannot be pulled"
-        if "registry" in parts and not _http_ok(f"http://127.0.0.1:{REGISTRY_PORT}/v2/"):
-            fallback["docker-registry"] = (
-                f"the image registry when {REGISTRY_IMAGE} cannot be pulled"
-            )
-        return required, fallback
+class _Part:
+    """One part of the local cloud: it reads and writes its owner's state directory and env."""
 
-    def provision(self, parts: list[str]) -> list[str]:
-        """Install what ``parts`` need (fallbacks too when apt-get can), or raise with the command."""
-        required, fallback = self.needed_tools(parts)
-        log = self.state / "provision.log"
-        try:
-            return provision({**required, **fallback}, log=log)
-        except CannotInstallError:
-            if not fallback:
-                raise
-        # Cannot install: fail now only for what is surely needed; fallbacks when they are.
-        installed = provision(required, log=log)
-        path = os.environ.get("PATH")
-        for tool, why in fallback.items():
-            if not shutil.which(tool, path=path):
-                _say(f"note: no {tool} ({why}); install it if that happens")
-        return installed
+    def __init__(self, cloud: LocalCloud) -> None:
+        self.cloud = cloud
 
-    # ---- parts -------------------------------------------------------------
     @property
-    def own_docker_host(self) -> str:
+    def state(self) -> Path:
+        return self.cloud.state
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.cloud.env
+
+    @property
+    def procs(self) -> Processes:
+        return self.cloud.procs
+
+
+class DockerEngine(_Part):
+    """``docker``: the engine that is there, else a dockerd started in the state directory."""
+
+    @property
+    def own_host(self) -> str:
         return f"unix://{self.state / 'docker.sock'}"
 
     @property
-    def docker_host(self) -> str:
-        return self.env.get("DOCKER_HOST") or self.own_docker_host
+    def host(self) -> str:
+        return self.env.get("DOCKER_HOST") or self.own_host
 
-    def docker_env(self) -> dict[str, str]:
-        return {**_clean_docker_env(), "DOCKER_HOST": self.docker_host}
+    def client_env(self) -> dict[str, str]:
+        return {**_clean_docker_env(), "DOCKER_HOST": self.host}
 
-    def _docker(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["docker", *args],
-            env=self.docker_env(),
+            env=self.client_env(),
             capture_output=True,
             text=True,
             check=False,
             **kwargs,
         )
 
-    def docker_ready(self) -> bool:
-        return _engine_answers(self.docker_env())
+    def ready(self) -> bool:
+        return _engine_answers(self.client_env())
 
-    def _engine_found(self) -> bool:
-        """Whether an engine answers that ``start_docker`` would use without starting one."""
-        if self._alive("dockerd") and self.docker_ready():
+    def found(self) -> bool:
+        """Whether an engine answers that ``start`` would use without starting one."""
+        if self.procs.alive("dockerd") and self.ready():
             return True
         if os.environ.get("DOCKER_HOST"):
             return True  # used as it is, or an error: never a reason to start one
@@ -347,10 +321,10 @@ class LocalCloud:
             for _, host in _running_dockerd_hosts()
         )
 
-    def _user_engine(self) -> tuple[str, str] | None:
+    def user_engine(self) -> tuple[str, str] | None:
         """(DOCKER_HOST, how it was found) of an engine already running, or None."""
         if host := os.environ.get("DOCKER_HOST"):
-            if host == self.own_docker_host:
+            if host == self.own_host:
                 return None
             if not _engine_answers({**_clean_docker_env(), "DOCKER_HOST": host}):
                 raise LocalCloudError(
@@ -378,14 +352,14 @@ class LocalCloud:
                 return host, f"the running dockerd (pid {pid})"
         return None
 
-    def start_docker(self) -> None:
-        if self._alive("dockerd") and _engine_answers(
-            {**_clean_docker_env(), "DOCKER_HOST": self.own_docker_host}
+    def start(self) -> None:
+        if self.procs.alive("dockerd") and _engine_answers(
+            {**_clean_docker_env(), "DOCKER_HOST": self.own_host}
         ):
             _say("docker engine (started here earlier) already running")
-            self.env.update(DOCKER_HOST=self.own_docker_host, DOCKER_ENGINE="started here")
+            self.env.update(DOCKER_HOST=self.own_host, DOCKER_ENGINE="started here")
             return
-        if found := self._user_engine():
+        if found := self.user_engine():
             host, how = found
             _say(f"using the Docker engine at {host} ({how}); it is left as it is")
             self.env.update(DOCKER_HOST=host, DOCKER_ENGINE=f"yours, via {how}")
@@ -399,7 +373,7 @@ class LocalCloud:
             )
         provision({"dockerd": "a Docker engine"}, log=self.state / "provision.log")
         _say("no Docker engine answers: starting one (dockerd, state in this directory)")
-        log = self._spawn(
+        log = self.procs.spawn(
             "dockerd",
             [
                 "dockerd",
@@ -409,15 +383,47 @@ class LocalCloud:
                 f"--data-root={self.state / 'docker'}",
                 f"--exec-root={self.state / 'exec'}",
                 f"--pidfile={self.state / 'dockerd.daemon.pid'}",
-                f"-H={self.own_docker_host}",
+                f"-H={self.own_host}",
             ],
         )
-        self.env.update(DOCKER_HOST=self.own_docker_host, DOCKER_ENGINE="started here")
-        _wait("docker engine", self.docker_ready, 60, log)
+        self.env.update(DOCKER_HOST=self.own_host, DOCKER_ENGINE="started here")
+        _wait("docker engine", self.ready, 60, log)
 
-    # -- base image
+    def stop(self) -> None:
+        """Stop the engine if it was started here; the user's is left as it was."""
+        if self.procs.pidfile("dockerd").exists():
+            self.procs.stop("dockerd")
+            self.unmount_leftovers()
+        elif engine := self.env.get("DOCKER_ENGINE"):
+            _say(f"left the Docker engine as it was ({engine})")
+        self.env.pop("DOCKER_HOST", None)
+        self.env.pop("DOCKER_ENGINE", None)
+
+    def unmount_leftovers(self) -> None:
+        """Unmount what the stopped engine left mounted in the state directory (its network
+        namespace file under ``exec/netns``), so that the directory can be deleted."""
+        root = str(self.state.resolve()) + os.sep
+        try:
+            mounts = Path("/proc/self/mounts").read_text().splitlines()
+        except OSError:
+            return
+        # Mount points escape spaces as \040; deepest first.
+        points = [line.split()[1].replace("\\040", " ") for line in mounts if line.split()]
+        for point in sorted((p for p in points if p.startswith(root)), reverse=True):
+            done = subprocess.run(
+                ["umount", "--lazy", point], check=False, capture_output=True, text=True
+            )
+            if done.returncode == 0:
+                _say(f"unmounted {point}")
+            else:
+                _say(f"cannot unmount {point}: {done.stderr.strip()}")
+
+
+class BaseImage(_Part):
+    """``base``: the official base image where it can be pulled, else the debootstrap stand-in."""
+
     @staticmethod
-    def standin_base_key() -> str:
+    def key() -> str:
         """Hash of everything the stand-in base image is made of (its cache key)."""
         recipe = hashlib.sha256()
         for part in (DEBOOTSTRAP_SUITE, DEBOOTSTRAP_PACKAGES, DEBIAN_MIRROR, APT_DOCKER_CLEAN):
@@ -426,34 +432,32 @@ class LocalCloud:
             recipe.update(HOST_CA_BUNDLE.read_bytes())
         return recipe.hexdigest()[:12]
 
-    def standin_base_image(self) -> str:
-        return f"local/python-base:{DEBOOTSTRAP_SUITE}-slim-{self.standin_base_key()}"
+    def standin_image(self) -> str:
+        return f"local/python-base:{DEBOOTSTRAP_SUITE}-slim-{self.key()}"
 
-    def standin_base_cache(self) -> Path:
-        return cache_dir() / "base-images" / f"python-base-{self.standin_base_key()}.tar"
+    def standin_cache(self) -> Path:
+        return cache_dir() / "base-images" / f"python-base-{self.key()}.tar"
 
-    def _image_present(self, image: str) -> bool:
-        return self._docker("image", "inspect", image).returncode == 0
+    def present(self, image: str) -> bool:
+        return self.cloud.docker.run("image", "inspect", image).returncode == 0
 
-    def _base_cached(self) -> bool:
-        if self.standin_base_cache().exists():
+    def cached(self) -> bool:
+        if self.standin_cache().exists():
             return True
-        if not self._engine_found():
+        if not self.cloud.docker.found():
             return False
         try:
-            return any(
-                self._image_present(i) for i in (OFFICIAL_BASE_IMAGE, self.standin_base_image())
-            )
+            return any(self.present(i) for i in (OFFICIAL_BASE_IMAGE, self.standin_image()))
         except OSError:
             return False
 
-    def _pull(self, image: str) -> bool:
+    def pull(self, image: str) -> bool:
         """Pull ``image``; False (quickly, where no registry is reachable) when it cannot."""
         if os.environ.get("LOCAL_CLOUD_NO_PULL"):
             return False
         _say(f"pulling {image}")
         try:
-            done = self._docker("pull", "--quiet", image, timeout=PULL_TIMEOUT_S)
+            done = self.cloud.docker.run("pull", "--quiet", image, timeout=PULL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             _say(f"pulling {image} timed out after {PULL_TIMEOUT_S}s")
             return False
@@ -462,28 +466,28 @@ class LocalCloud:
             _say(f"cannot pull {image}: {reason}")
         return done.returncode == 0
 
-    def build_base_image(self) -> None:
-        if self._image_present(OFFICIAL_BASE_IMAGE) or self._pull(OFFICIAL_BASE_IMAGE):
+    def build(self) -> None:
+        if self.present(OFFICIAL_BASE_IMAGE) or self.pull(OFFICIAL_BASE_IMAGE):
             _say(f"base image {OFFICIAL_BASE_IMAGE} (the official one)")
             self.env["BASE_IMAGE"] = OFFICIAL_BASE_IMAGE
             return
-        image, cached = self.standin_base_image(), self.standin_base_cache()
-        if self._image_present(image):
+        image, cached = self.standin_image(), self.standin_cache()
+        if self.present(image):
             _say(f"base image {image} (stand-in, in the engine)")
         elif cached.exists():
             _say(f"base image {image}: importing the cached {cached}")
-            self._import(cached, image)
+            self.import_tarball(cached, image)
         else:
-            self._debootstrap(cached)
-            self._import(cached, image)
+            self.debootstrap(cached)
+            self.import_tarball(cached, image)
         self.env["BASE_IMAGE"] = image
 
-    def _import(self, tarball: Path, image: str) -> None:
+    def import_tarball(self, tarball: Path, image: str) -> None:
         with tarball.open("rb") as data:
             imported = subprocess.run(
                 ["docker", "import", "-", image],
                 stdin=data,
-                env=self.docker_env(),
+                env=self.cloud.docker.client_env(),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -491,7 +495,7 @@ class LocalCloud:
         if imported.returncode != 0:
             raise LocalCloudError(f"docker import failed: {imported.stderr.strip()}")
 
-    def _debootstrap(self, out: Path) -> None:
+    def debootstrap(self, out: Path) -> None:
         """Build the stand-in base's root file system and write it to ``out`` as a tarball."""
         provision(
             {"debootstrap": f"the base image ({OFFICIAL_BASE_IMAGE} cannot be pulled)"},
@@ -517,30 +521,44 @@ class LocalCloud:
             )
         if done.returncode != 0:
             raise LocalCloudError(f"debootstrap failed: see {self.state / 'debootstrap.log'}")
-        # The host's CA bundle lets pip inside `docker build` reach PyPI through the TLS proxy.
-        if HOST_CA_BUNDLE.exists():
-            shutil.copy(HOST_CA_BUNDLE, rootfs / "etc/ssl/certs/ca-certificates.crt")
-        # As Debian's own container images: no package caches, and apt keeps none.
-        (rootfs / "etc/apt/apt.conf.d/docker-clean").write_text(APT_DOCKER_CLEAN)
-        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for entry in (rootfs / cache).glob("*"):
-                if entry.is_file():
-                    entry.unlink()
-        for binary_cache in (rootfs / "var/cache/apt").glob("*.bin"):
-            binary_cache.unlink()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_suffix(".partial")
-        tarred = subprocess.run(
-            ["tar", "-C", str(rootfs), "-cf", str(partial), "."], capture_output=True, check=False
-        )
-        shutil.rmtree(rootfs, ignore_errors=True)
-        if tarred.returncode != 0:
-            partial.unlink(missing_ok=True)
-            raise LocalCloudError(f"tar of the base image failed: {tarred.stderr.decode()[-300:]}")
-        partial.replace(out)  # atomic: a half-written tarball is never taken for the cache
+        _slim_rootfs(rootfs)
+        _tar_rootfs(rootfs, out)
 
-    # -- registry
-    def start_registry(self) -> None:
+
+def _slim_rootfs(rootfs: Path) -> None:
+    """The stand-in base's root file system made like Debian's own container images."""
+    # The host's CA bundle lets pip inside `docker build` reach PyPI through the TLS proxy.
+    if HOST_CA_BUNDLE.exists():
+        shutil.copy(HOST_CA_BUNDLE, rootfs / "etc/ssl/certs/ca-certificates.crt")
+    # As Debian's own container images: no package caches, and apt keeps none.
+    (rootfs / "etc/apt/apt.conf.d/docker-clean").write_text(APT_DOCKER_CLEAN)
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (rootfs / cache).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+    for binary_cache in (rootfs / "var/cache/apt").glob("*.bin"):
+        binary_cache.unlink()
+
+
+def _tar_rootfs(rootfs: Path, out: Path) -> None:
+    """``rootfs`` as the tarball ``out`` (written whole or not at all); ``rootfs`` removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    tarred = subprocess.run(
+        ["tar", "-C", str(rootfs), "-cf", str(partial), "."], capture_output=True, check=False
+    )
+    shutil.rmtree(rootfs, ignore_errors=True)
+    if tarred.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise LocalCloudError(f"tar of the base image failed: {tarred.stderr.decode()[-300:]}")
+    partial.replace(out)  # atomic: a half-written tarball is never taken for the cache
+
+
+class Registry(_Part):
+    """``registry``: what answers on 127.0.0.1:REGISTRY_PORT, else ``registry:2``, else
+    Debian's ``docker-registry``."""
+
+    def start(self) -> None:
         url = f"http://127.0.0.1:{REGISTRY_PORT}/v2/"
         self.env["REGISTRY"] = f"127.0.0.1:{REGISTRY_PORT}"
         if _http_ok(url):
@@ -550,25 +568,9 @@ class LocalCloud:
             raise LocalCloudError(
                 f"127.0.0.1:{REGISTRY_PORT} is taken by something that is not a registry"
             )
-        if self._image_present(REGISTRY_IMAGE) or self._pull(REGISTRY_IMAGE):
-            name = f"purchase-predict-registry-{hashlib.sha256(str(self.state).encode()).hexdigest()[:8]}"
-            self._docker("rm", "-f", name)
-            _say(f"starting image registry ({REGISTRY_IMAGE} on 127.0.0.1:{REGISTRY_PORT})")
-            started = self._docker(
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--network",
-                "host",
-                "-e",
-                f"REGISTRY_HTTP_ADDR=127.0.0.1:{REGISTRY_PORT}",
-                REGISTRY_IMAGE,
-            )
-            if started.returncode != 0:
-                raise LocalCloudError(f"registry container: {started.stderr.strip()[-300:]}")
-            (self.state / "registry.container").write_text(name)
-            _wait("image registry", lambda: _http_ok(url), 30)
+        base = self.cloud.base
+        if base.present(REGISTRY_IMAGE) or base.pull(REGISTRY_IMAGE):
+            self.start_container(url)
             return
         provision(
             {"docker-registry": f"the image registry ({REGISTRY_IMAGE} cannot be pulled)"},
@@ -581,22 +583,62 @@ class LocalCloud:
             f"http: {{addr: 127.0.0.1:{REGISTRY_PORT}}}\n"
         )
         _say(f"starting image registry (docker-registry on 127.0.0.1:{REGISTRY_PORT})")
-        log = self._spawn("registry", ["docker-registry", "serve", str(config)])
+        log = self.procs.spawn("registry", ["docker-registry", "serve", str(config)])
         _wait("image registry", lambda: _http_ok(url), 30, log)
 
-    def start_mlflow(self) -> None:
+    def start_container(self, url: str) -> None:
+        docker = self.cloud.docker
+        name = (
+            f"purchase-predict-registry-{hashlib.sha256(str(self.state).encode()).hexdigest()[:8]}"
+        )
+        docker.run("rm", "-f", name)
+        _say(f"starting image registry ({REGISTRY_IMAGE} on 127.0.0.1:{REGISTRY_PORT})")
+        started = docker.run(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "-e",
+            f"REGISTRY_HTTP_ADDR=127.0.0.1:{REGISTRY_PORT}",
+            REGISTRY_IMAGE,
+        )
+        if started.returncode != 0:
+            raise LocalCloudError(f"registry container: {started.stderr.strip()[-300:]}")
+        (self.state / "registry.container").write_text(name)
+        _wait("image registry", lambda: _http_ok(url), 30)
+
+    def stop(self) -> None:
+        self.procs.stop("registry")
+        container = self.state / "registry.container"
+        if container.exists():
+            self.cloud.docker.run("rm", "-f", container.read_text().strip())
+            container.unlink()
+            _say("stopped registry container")
+        self.env.pop("REGISTRY", None)
+
+
+class MlflowServer(_Part):
+    """``mlflow``: ``mlflow server`` on loopback with a SQLite store."""
+
+    @property
+    def store(self) -> Path:
+        return self.state / "mlflow"
+
+    def start(self) -> None:
         uri = self.env.get("MLFLOW_TRACKING_URI", "")
-        if uri and self._alive("mlflow") and _http_ok(f"{uri}/health"):
+        if uri and self.procs.alive("mlflow") and _http_ok(f"{uri}/health"):
             _say(f"mlflow server already running at {uri}")
             return
         mlflow = shutil.which("mlflow")
         if not mlflow:
             raise LocalCloudError("no mlflow on PATH (run inside the training environment)")
         port = free_port()
-        store = self.mlflow_store
+        store = self.store
         store.mkdir(exist_ok=True)
         _say(f"starting mlflow server on 127.0.0.1:{port}")
-        log = self._spawn(
+        log = self.procs.spawn(
             "mlflow",
             [
                 mlflow,
@@ -615,18 +657,22 @@ class LocalCloud:
         _wait("mlflow server", lambda: _http_ok(f"{uri}/health"), 90, log)
         self.env["MLFLOW_TRACKING_URI"] = uri
 
-    @property
-    def mlflow_store(self) -> Path:
-        return self.state / "mlflow"
+    def stop(self) -> None:
+        self.procs.stop("mlflow")
+        self.env.pop("MLFLOW_TRACKING_URI", None)
 
-    def start_cloudrun(self) -> None:
+
+class CloudRunPart(_Part):
+    """``cloudrun``: the project's Cloud Run stand-in, on the engine's docker CLI."""
+
+    def start(self) -> None:
         port = int(self.env.get("STANDIN_PORT", 0) or 0)
-        if port and self._alive("cloudrun") and _port_in_use(port):
+        if port and self.procs.alive("cloudrun") and _port_in_use(port):
             _say(f"cloud run stand-in already running on 127.0.0.1:{port}")
             return
         port = free_port()
         _say(f"starting Cloud Run stand-in on 127.0.0.1:{port}")
-        log = self._spawn(
+        log = self.procs.spawn(
             "cloudrun",
             [
                 sys.executable,
@@ -635,20 +681,141 @@ class LocalCloud:
                 f"--port={port}",
                 f"--gcloud-config={self.state / 'gcloud'}",
             ],
-            env=self.docker_env(),
+            env=self.cloud.docker.client_env(),
         )
         _wait("cloud run stand-in", lambda: _port_in_use(port), 20, log)
         self.env.update(gcloud_env(port, str(self.state / "gcloud")))
         self.env["STANDIN_PORT"] = str(port)
         self.env["STANDIN_PROXY"] = f"http://127.0.0.1:{port}"
 
+    def stop(self) -> None:
+        docker = self.cloud.docker
+        if not (self.procs.alive("cloudrun") or docker.ready()):
+            return
+        # The stand-in removes its containers on SIGTERM; sweep leftovers too.
+        self.procs.stop("cloudrun")
+        if docker.ready():
+            leftovers = docker.run("ps", "-aq", "--filter", "name=standin-").stdout.split()
+            if leftovers:
+                docker.run("rm", "-f", *leftovers)
+        for key in [k for k in self.env if k.startswith(("CLOUDSDK_", "STANDIN_"))]:
+            del self.env[key]
+
+
+class LocalCloud:
+    """The local cloud under one state directory: its parts, composed, and their env."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.env_file = state / "env.json"
+        self.env: dict[str, str] = (
+            json.loads(self.env_file.read_text()) if self.env_file.exists() else {}
+        )
+        self.procs = Processes(state)
+        self.docker = DockerEngine(self)
+        self.base = BaseImage(self)
+        self.registry = Registry(self)
+        self.mlflow = MlflowServer(self)
+        self.cloudrun = CloudRunPart(self)
+
+    def _save_env(self) -> None:
+        self.env_file.write_text(json.dumps(self.env, indent=2, sort_keys=True))
+        lines = [f"export {k}={json.dumps(v)}" for k, v in sorted(self.env.items())]
+        (self.state / "env.sh").write_text("\n".join(lines) + "\n")
+
+    # ---- provisioning ------------------------------------------------------
+    def needed_tools(self, parts: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """(required, fallback) tools for ``parts`` on this machine, each name -> what for.
+        Fallbacks are needed only when the primary way fails (a pull, an answering registry)."""
+        required: dict[str, str] = {}
+        fallback: dict[str, str] = {}
+        if {"docker", "base", "registry", "cloudrun"} & set(parts):
+            required["docker"] = "the docker CLI"
+        if "docker" in parts and not self.docker.found():
+            required["dockerd"] = (
+                "a Docker engine (none answers on DOCKER_HOST or the default socket)"
+            )
+        if "base" in parts and not self.base.cached():
+            fallback["debootstrap"] = f"the base image when {OFFICIAL_BASE_IMAGE} cannot be pulled"
+        if "registry" in parts and not _http_ok(f"http://127.0.0.1:{REGISTRY_PORT}/v2/"):
+            fallback["docker-registry"] = (
+                f"the image registry when {REGISTRY_IMAGE} cannot be pulled"
+            )
+        return required, fallback
+
+    def provision(self, parts: list[str]) -> list[str]:
+        """Install what ``parts`` need (fallbacks too when apt-get can), or raise with the command."""
+        required, fallback = self.needed_tools(parts)
+        log = self.state / "provision.log"
+        try:
+            return provision({**required, **fallback}, log=log)
+        except CannotInstallError:
+            if not fallback:
+                raise
+        # Cannot install: fail now only for what is surely needed; fallbacks when they are.
+        installed = provision(required, log=log)
+        path = os.environ.get("PATH")
+        for tool, why in fallback.items():
+            if not shutil.which(tool, path=path):
+                _say(f"note: no {tool} ({why}); install it if that happens")
+        return installed
+
+    # ---- the parts, by the names other code uses ----------------------------
+    @property
+    def own_docker_host(self) -> str:
+        return self.docker.own_host
+
+    @property
+    def docker_host(self) -> str:
+        return self.docker.host
+
+    def docker_env(self) -> dict[str, str]:
+        return self.docker.client_env()
+
+    def _docker(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.docker.run(*args, **kwargs)
+
+    def docker_ready(self) -> bool:
+        return self.docker.ready()
+
+    def start_docker(self) -> None:
+        self.docker.start()
+
+    @staticmethod
+    def standin_base_key() -> str:
+        return BaseImage.key()
+
+    def standin_base_image(self) -> str:
+        return self.base.standin_image()
+
+    def standin_base_cache(self) -> Path:
+        return self.base.standin_cache()
+
+    def build_base_image(self) -> None:
+        self.base.build()
+
+    def start_registry(self) -> None:
+        self.registry.start()
+
+    def start_mlflow(self) -> None:
+        self.mlflow.start()
+
+    @property
+    def mlflow_store(self) -> Path:
+        return self.mlflow.store
+
+    def start_cloudrun(self) -> None:
+        self.cloudrun.start()
+
+    # ---- the whole ---------------------------------------------------------
     def up(self, parts: list[str]) -> dict[str, str]:
         starters = {
-            "docker": self.start_docker,
-            "base": self.build_base_image,
-            "registry": self.start_registry,
-            "mlflow": self.start_mlflow,
-            "cloudrun": self.start_cloudrun,
+            "docker": self.docker.start,
+            "base": self.base.build,
+            "registry": self.registry.start,
+            "mlflow": self.mlflow.start,
+            "cloudrun": self.cloudrun.start,
         }
         self.provision(parts)
         for part in parts:
@@ -659,88 +826,49 @@ class LocalCloud:
     def down(self, parts: list[str] | None = None) -> None:
         """Stop ``parts`` (all by default) of what this state directory started."""
         parts = list(parts or COMPONENTS)
-        if "cloudrun" in parts and (self._alive("cloudrun") or self.docker_ready()):
-            # The stand-in removes its containers on SIGTERM; sweep leftovers too.
-            self._stop("cloudrun")
-            if self.docker_ready():
-                leftovers = self._docker("ps", "-aq", "--filter", "name=standin-").stdout.split()
-                if leftovers:
-                    self._docker("rm", "-f", *leftovers)
-            for key in [k for k in self.env if k.startswith(("CLOUDSDK_", "STANDIN_"))]:
-                del self.env[key]
+        if "cloudrun" in parts:
+            self.cloudrun.stop()
         if "mlflow" in parts:
-            self._stop("mlflow")
-            self.env.pop("MLFLOW_TRACKING_URI", None)
+            self.mlflow.stop()
         if "registry" in parts:
-            self._stop("registry")
-            container = self.state / "registry.container"
-            if container.exists():
-                self._docker("rm", "-f", container.read_text().strip())
-                container.unlink()
-                _say("stopped registry container")
-            self.env.pop("REGISTRY", None)
+            self.registry.stop()
         if "docker" in parts:
-            if self._pidfile("dockerd").exists():
-                self._stop("dockerd")
-                self._unmount_leftovers()
-            elif engine := self.env.get("DOCKER_ENGINE"):
-                _say(f"left the Docker engine as it was ({engine})")
-            self.env.pop("DOCKER_HOST", None)
-            self.env.pop("DOCKER_ENGINE", None)
+            self.docker.stop()
         if set(parts) >= set(COMPONENTS) or not self.env:
             self.env_file.unlink(missing_ok=True)
             (self.state / "env.sh").unlink(missing_ok=True)
         else:
             self._save_env()
 
-    def _unmount_leftovers(self) -> None:
-        """Unmount what the stopped engine left mounted in the state directory (its network
-        namespace file under ``exec/netns``), so that the directory can be deleted."""
-        root = str(self.state.resolve()) + os.sep
-        try:
-            mounts = Path("/proc/self/mounts").read_text().splitlines()
-        except OSError:
-            return
-        # Mount points escape spaces as \040; deepest first.
-        points = [line.split()[1].replace("\\040", " ") for line in mounts if line.split()]
-        for point in sorted((p for p in points if p.startswith(root)), reverse=True):
-            done = subprocess.run(
-                ["umount", "--lazy", point], check=False, capture_output=True, text=True
-            )
-            if done.returncode == 0:
-                _say(f"unmounted {point}")
-            else:
-                _say(f"cannot unmount {point}: {done.stderr.strip()}")
-
     def status(self) -> dict[str, bool]:
         return {
-            "docker": self.docker_ready(),
+            "docker": self.docker.ready(),
             "registry": _http_ok(f"http://127.0.0.1:{REGISTRY_PORT}/v2/"),
-            "mlflow": self._alive("mlflow"),
-            "cloudrun": self._alive("cloudrun"),
+            "mlflow": self.procs.alive("mlflow"),
+            "cloudrun": self.procs.alive("cloudrun"),
         }
 
     def running(self) -> list[str]:
         """One line per part still running: what, where, and whether it is ours to stop."""
         lines = []
-        if self.env.get("DOCKER_HOST") and self.docker_ready():
+        if self.env.get("DOCKER_HOST") and self.docker.ready():
             lines.append(
                 f"Docker engine at {self.env['DOCKER_HOST']} ({self.env.get('DOCKER_ENGINE', '?')})"
             )
         if self.env.get("REGISTRY") and _http_ok(f"http://127.0.0.1:{REGISTRY_PORT}/v2/"):
             lines.append(f"image registry http://127.0.0.1:{REGISTRY_PORT}/v2/_catalog")
-        if self._alive("mlflow"):
+        if self.procs.alive("mlflow"):
             lines.append(f"MLflow server {self.env.get('MLFLOW_TRACKING_URI', '?')}")
-        if self._alive("cloudrun"):
+        if self.procs.alive("cloudrun"):
             lines.append(f"Cloud Run stand-in (gcloud's proxy) {self.env.get('STANDIN_PROXY')}")
-            names = self._docker("ps", "--format", "{{.Names}}", "--filter", "name=standin-")
+            names = self.docker.run("ps", "--format", "{{.Names}}", "--filter", "name=standin-")
             for name in sorted(names.stdout.split()):
                 lines.append(f"revision container {name}: {self.revision_url(name) or '?'}")
         return lines
 
     def revision_url(self, container: str) -> str:
         """The loopback URL of a revision container (it listens on 127.0.0.1:$PORT)."""
-        out = self._docker("inspect", "--format", "{{json .Config.Env}}", container).stdout
+        out = self.docker.run("inspect", "--format", "{{json .Config.Env}}", container).stdout
         try:
             env = dict(e.split("=", 1) for e in json.loads(out or "[]"))
         except ValueError:
