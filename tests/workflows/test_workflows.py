@@ -396,7 +396,8 @@ def test_a_real_deploy_requires_the_environment_declarations(
     run = act("push", "api.yml", {"ref": "refs/heads/staging"}, variables={**google, **variables})
     assert run.returncode != 0
     assert run.job("Deploy API (staging)") == "failure"
-    assert message in run.explain()
+    # The whole log in the message: pytest would cut the right-hand side of ``in`` short.
+    assert message in run.explain(), run.explain()
 
 
 def test_deploy_outside_dry_run_requires_the_google_settings(act: Act) -> None:

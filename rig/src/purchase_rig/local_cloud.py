@@ -706,6 +706,9 @@ class LocalCloud:
     """The local cloud under one state directory: its parts, composed, and their env."""
 
     def __init__(self, state: Path) -> None:
+        # Absolute: the engine's socket and the registry's address are written from it, and a
+        # relative socket path reads as a host name to containerd ("missing port in address").
+        state = Path(state).absolute()
         self.state = state
         self.state.mkdir(parents=True, exist_ok=True)
         self.env_file = state / "env.json"
