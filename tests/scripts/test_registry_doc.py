@@ -1,6 +1,6 @@
 """The ``[tool.purchase-predict]`` example in docs/registry.md is one a reader can copy.
 
-It must parse with the project's own reader (``scripts/project_config.py``), which is what the
+It must parse with the project's own reader (``purchase_contract.config.load_config``), which is what the
 workflows and scripts, and a caller's ``config``, go through, and list every key the root
 pyproject has: a template missing a required key (it once lacked ``experiment_name``) sends a
 reader to a ``ConfigError``.

@@ -10,7 +10,7 @@ dependency install or a Kedro run. Standard library only: a bare ``python3``, no
 The contract checked (paths relative to the checkout):
 
 - ``--config PATH``: a pyproject.toml whose ``[tool.purchase-predict]`` table is valid
-  (``project_config.load_config``: ``model_name``, ``experiment_name``, ``image_name``, ...).
+  (``purchase_contract.config.load_config``: ``model_name``, ``experiment_name``, ``image_name``, ...).
 - ``--api-directory DIR``: ``DIR/smoke_request.json``, a JSON object (the body of the smoke
   test's ``POST /predict``), and ``DIR/Dockerfile`` unless ``--no-dockerfile`` (a rollback
   deploys an image that exists and builds nothing).

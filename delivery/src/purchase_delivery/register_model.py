@@ -9,7 +9,7 @@
    the tolerance. The first model for an alias always passes; ``--force`` overrides.
 4. The alias is set, and a Markdown summary goes to stdout and ``$GITHUB_STEP_SUMMARY``.
 
-Names (model, aliases, tolerance) come from ``[tool.purchase-predict]`` via project_config.
+Names (model, aliases, tolerance) come from ``[tool.purchase-predict]`` via ``purchase_contract.config``.
 See docs/registry.md for the race handling.
 """
 
