@@ -88,22 +88,15 @@ class RevisionRunner:
         except OSError:
             return False
 
+    def _docker_output(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.docker, *args], capture_output=True, text=True, check=False)
+
     def _running(self, container: str) -> bool:
-        out = subprocess.run(
-            [self.docker, "inspect", "-f", "{{.State.Running}}", container],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        out = self._docker_output("inspect", "-f", "{{.State.Running}}", container)
         return out.stdout.strip() == "true"
 
     def _logs(self, container: str) -> str:
-        out = subprocess.run(
-            [self.docker, "logs", "--tail", "5", container],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        out = self._docker_output("logs", "--tail", "5", container)
         return " | ".join((out.stdout + out.stderr).strip().splitlines()[-5:])
 
     def remove(self, container: str) -> None:
