@@ -5,19 +5,14 @@ data plane through the proxy and the warm-instances read-out."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from purchase_rig import fake_docker
-from purchase_rig.cloud_run_standin import gcloud_env
+from purchase_rig.standin_server import standin_with_fake_docker
 
 REGION = "europe-west1"
 
@@ -26,37 +21,8 @@ REGION = "europe-west1"
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     if not shutil.which("gcloud"):
         pytest.skip("needs the gcloud CLI")
-    state = tmp_path_factory.mktemp("standin")
-    bin_dir = state / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake_docker.__file__}" "$@"\n')
-    docker.chmod(0o755)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_DOCKER_STATE": str(state / "containers"),
-    }
-    port_file = state / "port"
-    with (state / "standin.log").open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "purchase_rig.cloud_run_standin", "--port-file",
-             str(port_file), "--gcloud-config", str(state / "gcloud"), "--ready-timeout", "20"],
-            env=env, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not _written(port_file):
-                time.sleep(0.1)
-            port = int(port_file.read_text())
-            yield {**env, **gcloud_env(port, str(state / "gcloud")), "STANDIN_PORT": str(port)}
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-
-
-def _written(port_file: Path) -> bool:
-    return port_file.exists() and port_file.read_text().strip().isdigit()
+    with standin_with_fake_docker(tmp_path_factory.mktemp("standin")) as (env, aimed, port):
+        yield {**env, **aimed, "STANDIN_PORT": str(port)}
 
 
 def gcloud(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
