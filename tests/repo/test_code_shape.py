@@ -15,13 +15,9 @@ MAX_CLASS_LINES = 250
 
 
 def _source_files() -> list[Path]:
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "*.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    listed = subprocess.check_output(
+        ["git", "ls-files", "-co", "--exclude-standard", "*.py"], cwd=ROOT, text=True
+    ).split()
     return [ROOT / name for name in listed if (ROOT / name).is_file()]
 
 
