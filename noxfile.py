@@ -270,7 +270,7 @@ def serve(session: nox.Session) -> None:
         silent=True,
     )
     env = json.loads(resolved)
-    model_uri = f"models:/{env['model_name']}@{env['alias']}"
+    model_uri = f"models:/{env['model-name']}@{env['alias']}"
     tracking_uri, stop = _tracking_uri(session)
     port = os.environ.get("PORT", "8080")
     session.log(f"serving {model_uri} from {tracking_uri} on http://127.0.0.1:{port}")

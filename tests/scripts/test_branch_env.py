@@ -27,29 +27,17 @@ UNMAPPED_BRANCH = "feature/new-checkout-flow"
 
 
 def expected_outputs(env_name: str, branch: str | None = None) -> dict[str, str]:
-    """The key=value lines the config implies for ``env_name``."""
+    """The key=value lines the config implies for ``env_name`` (kebab-case keys)."""
     table = ENVIRONMENTS[env_name]
+    keys = "alias service region artifact-repository min-instances max-instances memory cpu"
     return {
         "deploy": "true",
         "environment": env_name,
         "branch": branch or table["branch"],
-        **{
-            key: str(table[key])
-            for key in (
-                "alias",
-                "service",
-                "region",
-                "artifact_repository",
-                "min_instances",
-                "max_instances",
-                "memory",
-                "cpu",
-                "concurrency",
-            )
-        },
-        "model_name": SETTINGS["model_name"],
-        "image_name": SETTINGS["image_name"],
-        "gate_f1_tolerance": str(float(SETTINGS["gate_f1_tolerance"])),
+        **{key: str(table[key.replace("-", "_")]) for key in [*keys.split(), "concurrency"]},
+        "model-name": SETTINGS["model_name"],
+        "image-name": SETTINGS["image_name"],
+        "gate-f1-tolerance": str(float(SETTINGS["gate_f1_tolerance"])),
     }
 
 
@@ -186,7 +174,7 @@ def test_unmapped_refs_say_no_environment_and_succeed(
     assert status == 0
     assert outputs["deploy"] == "false"
     assert outputs["environment"] == outputs["alias"] == outputs["service"] == ""
-    assert outputs["model_name"] == SETTINGS["model_name"]
+    assert outputs["model-name"] == SETTINGS["model_name"]
     assert "no environment" in err
     assert reason in err
     assert list(outputs) == list(branch_env.OUTPUT_KEYS)
@@ -234,10 +222,10 @@ def test_json_output_has_typed_values(run_cli) -> None:
     assert status == 0
     assert list(document) == list(branch_env.OUTPUT_KEYS)
     assert document["deploy"] is True
-    assert document["min_instances"] == table["min_instances"]
-    assert document["max_instances"] == table["max_instances"]
+    assert document["min-instances"] == table["min_instances"]
+    assert document["max-instances"] == table["max_instances"]
     assert document["concurrency"] == table["concurrency"]
-    assert document["gate_f1_tolerance"] == SETTINGS["gate_f1_tolerance"]
+    assert document["gate-f1-tolerance"] == SETTINGS["gate_f1_tolerance"]
 
 
 def test_writes_github_output_when_set(
@@ -431,4 +419,4 @@ def test_config_override_is_read(project_config, run_cli) -> None:
     outputs = parse_lines(out)
     assert status == 0
     assert outputs["environment"] == env
-    assert outputs["model_name"] == "other_model"
+    assert outputs["model-name"] == "other_model"

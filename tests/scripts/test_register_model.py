@@ -89,11 +89,11 @@ def test_first_promotion_passes_and_reuses_the_pipelines_version(registry, promo
     assert registry.versions_of(good.run_id) == [good.model_version]
     assert result.outputs["decision"] == "first"
     assert result.outputs["promoted"] == "true"
-    assert result.outputs["model_version"] == good.model_version
-    assert result.outputs["champion_f1"] == ""
+    assert result.outputs["model-version"] == good.model_version
+    assert result.outputs["champion-f1"] == ""
     assert result.outputs["alias"] == alias_of(FALLBACK)
     assert result.outputs["environment"] == FALLBACK
-    assert float(result.outputs["candidate_f1"]) == pytest.approx(good.metrics["f1"])
+    assert float(result.outputs["candidate-f1"]) == pytest.approx(good.metrics["f1"])
 
 
 def test_rerunning_a_promotion_creates_nothing_and_reports_unchanged(registry, promote) -> None:
@@ -118,7 +118,7 @@ def test_an_unregistered_run_is_registered_exactly_once(registry, promote) -> No
 
     versions = registry.versions_of(run.run_id)
     assert len(versions) == 1
-    assert first.outputs["model_version"] == again.outputs["model_version"] == versions[0]
+    assert first.outputs["model-version"] == again.outputs["model-version"] == versions[0]
     assert registry.tags(versions[0])["training_run_id"] == run.run_id
 
 
@@ -136,8 +136,8 @@ def test_gate_refuses_a_worse_model_and_leaves_the_alias(registry, promote) -> N
     assert registry.holder(alias) == good.model_version
     assert result.outputs["decision"] == "refused"
     assert result.outputs["promoted"] == "false"
-    assert float(result.outputs["champion_f1"]) == pytest.approx(good.metrics["f1"])
-    assert float(result.outputs["candidate_f1"]) < float(result.outputs["champion_f1"]) - 0.05
+    assert float(result.outputs["champion-f1"]) == pytest.approx(good.metrics["f1"])
+    assert float(result.outputs["candidate-f1"]) < float(result.outputs["champion-f1"]) - 0.05
     assert result.err.startswith("register_model: refused:")
     assert result.err.count("\n") == 1
     tags = registry.tags(worse.model_version)
@@ -167,7 +167,7 @@ def test_gate_passes_a_better_model(registry, promote) -> None:
 
     assert result.status == 0
     assert result.outputs["decision"] == "passed"
-    assert result.outputs["champion_version"] == worse.model_version
+    assert result.outputs["champion-version"] == worse.model_version
     assert registry.holder(alias_of(FALLBACK)) == good.model_version
 
 
@@ -179,7 +179,7 @@ def test_gate_passes_an_equal_model_at_zero_tolerance(registry, promote) -> None
 
     assert result.status == 0
     assert result.outputs["decision"] == "passed"
-    assert result.outputs["candidate_f1"] == result.outputs["champion_f1"]
+    assert result.outputs["candidate-f1"] == result.outputs["champion-f1"]
 
 
 def test_tolerance_decides(registry, promote) -> None:
@@ -445,7 +445,7 @@ def test_help_lists_inputs_decisions_and_outputs(capsys: pytest.CaptureFixture[s
 
     help_text = capsys.readouterr().out
     assert exit_info.value.code == 0
-    for word in ("--training-run-json", "--force", "refused", "model_version", "champion_f1"):
+    for word in ("--training-run-json", "--force", "refused", "model-version", "champion-f1"):
         assert word in help_text
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from purchase_contract.config import ConfigError, Environment, ProjectConfig, load_config
+from purchase_contract.step_outputs import append_to, format_outputs
 
 # Every key is always written, so a workflow can read any of them even when deploy=false.
 OUTPUT_KEYS = (
@@ -25,15 +25,15 @@ OUTPUT_KEYS = (
     "alias",
     "service",
     "region",
-    "artifact_repository",
-    "min_instances",
-    "max_instances",
+    "artifact-repository",
+    "min-instances",
+    "max-instances",
     "memory",
     "cpu",
     "concurrency",
-    "model_name",
-    "image_name",
-    "gate_f1_tolerance",
+    "model-name",
+    "image-name",
+    "gate-f1-tolerance",
 )
 
 EPILOG = """\
@@ -57,11 +57,11 @@ a JSON object on stdout with --json):
                             branch when chosen by name)
   alias                     MLflow registered-model alias the environment serves
   service, region           Cloud Run service and region
-  artifact_repository       Artifact Registry repository for the API image
-  min_instances, max_instances, memory, cpu, concurrency
+  artifact-repository       Artifact Registry repository for the API image
+  min-instances, max-instances, memory, cpu, concurrency
                             Cloud Run deploy options
-  model_name, image_name    registered model and API image names
-  gate_f1_tolerance         quality gate tolerance for register_model.py
+  model-name, image-name    registered model and API image names
+  gate-f1-tolerance         quality gate tolerance for register_model.py
 
 An unmapped branch (a feature branch, a tag, a pull request) is not an error: it prints
 deploy=false and "no environment" on stderr, and exits 0. With --fallback an unmapped branch
@@ -144,7 +144,7 @@ def resolve(config: ProjectConfig, target: Target, *, fallback: bool = False) ->
 
 def format_lines(outputs: dict[str, Any]) -> str:
     """``key=value`` lines in OUTPUT_KEYS order, booleans as true/false."""
-    return "".join(f"{key}={_scalar(outputs[key])}\n" for key in OUTPUT_KEYS)
+    return format_outputs({key: _scalar(outputs[key]) for key in OUTPUT_KEYS})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         what = target.skip_reason or f"branch {target.branch!r} is not mapped"
         print(f"branch_env: no environment: {what} (deploy=false)", file=sys.stderr)
     lines = format_lines(outputs)
-    if github_output := os.environ.get("GITHUB_OUTPUT"):
-        with open(github_output, "a", encoding="utf-8") as handle:
-            handle.write(lines)
+    append_to("GITHUB_OUTPUT", lines)
     if args.json:
         print(json.dumps(outputs, indent=2))
     else:
@@ -171,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(config: ProjectConfig, env: Environment, *, branch: str) -> dict[str, Any]:
-    fields = asdict(env)
+    # Output keys are the environment's fields in kebab-case (GitHub's convention).
+    fields = {name.replace("_", "-"): value for name, value in asdict(env).items()}
     return {
         "deploy": True,
         "environment": env.name,
@@ -184,9 +183,9 @@ def _settings(config: ProjectConfig, env: Environment, *, branch: str) -> dict[s
 def _shared(config: ProjectConfig) -> dict[str, Any]:
     """Project-wide names, output whether or not an environment was resolved."""
     return {
-        "model_name": config.model_name,
-        "image_name": config.image_name,
-        "gate_f1_tolerance": config.gate_f1_tolerance,
+        "model-name": config.model_name,
+        "image-name": config.image_name,
+        "gate-f1-tolerance": config.gate_f1_tolerance,
     }
 
 

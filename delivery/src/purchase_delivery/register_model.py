@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from purchase_contract.config import ConfigError, ProjectConfig, load_config, tracking_uri
-from purchase_contract.step_outputs import append_to
+from purchase_contract.step_outputs import append_to, format_outputs
 
 MODEL_ARTIFACT = "model"
 TEST_SET_ARTIFACT = "test_set/test_set.parquet"
@@ -63,12 +63,12 @@ decisions:
   unchanged  the candidate already held the alias
 
 outputs (key=value lines appended to $GITHUB_OUTPUT when it is set):
-  model_version   registered version of the candidate
+  model-version   registered version of the candidate
   promoted        true when the alias points at the candidate afterwards
   decision        one of the decisions above
-  candidate_f1    candidate F1 on the test set
-  champion_f1     F1 of the previous holder on the same test set ('' when none)
-  champion_version, alias, environment, model_name, model_uri (models:/<name>/<version>)
+  candidate-f1    candidate F1 on the test set
+  champion-f1     F1 of the previous holder on the same test set ('' when none)
+  champion-version, alias, environment, model-name, model-uri (models:/<name>/<version>)
 
 lineage precedence: flag > training_run.json > the training run's tags > GitHub variables
 (GITHUB_SHA, GITHUB_REF_NAME, GITHUB_SERVER_URL/GITHUB_REPOSITORY/actions/runs/GITHUB_RUN_ID).
@@ -154,16 +154,16 @@ class Promotion:
         """The step outputs, as strings."""
         gate = self.gate
         return {
-            "model_name": self.model_name,
-            "model_version": self.version,
-            "model_uri": f"models:/{self.model_name}/{self.version}",
+            "model-name": self.model_name,
+            "model-version": self.version,
+            "model-uri": f"models:/{self.model_name}/{self.version}",
             "alias": self.alias,
             "environment": self.environment or "",
             "promoted": "true" if gate.promoted else "false",
             "decision": gate.decision,
-            "candidate_f1": f"{gate.candidate.f1:.6f}",
-            "champion_f1": f"{gate.champion.f1:.6f}" if gate.champion else "",
-            "champion_version": gate.holder or "",
+            "candidate-f1": f"{gate.candidate.f1:.6f}",
+            "champion-f1": f"{gate.champion.f1:.6f}" if gate.champion else "",
+            "champion-version": gate.holder or "",
         }
 
 
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summary_markdown(promotion)
     print(summary, end="")
     append_to("GITHUB_STEP_SUMMARY", summary)
-    append_to("GITHUB_OUTPUT", "".join(f"{k}={v}\n" for k, v in promotion.outputs().items()))
+    append_to("GITHUB_OUTPUT", format_outputs(promotion.outputs()))
     gate = promotion.gate
     if not gate.promoted:
         print(

@@ -166,7 +166,7 @@ class Pipeline(DeployStages):
         fingerprint = data_fingerprint(pd.read_parquet(PRIMARY))
         client = MlflowClient(self.env["MLFLOW_TRACKING_URI"])
         query = (
-            f"name = '{self.environment['model_name']}' and tags.git_commit = '{commit}'"
+            f"name = '{self.environment['model-name']}' and tags.git_commit = '{commit}'"
             f" and tags.data_fingerprint = '{fingerprint}' and tags.{INPUTS_TAG} = '{inputs}'"
         )
         versions = client.search_model_versions(query)
@@ -221,10 +221,10 @@ class Pipeline(DeployStages):
             )
         self.summary.update(
             {
-                "model": f"{out['model_name']} version {out['model_version']} @{out['alias']} ({out['decision']})",
-                "F1": f"{float(out['candidate_f1']):.4f}"
+                "model": f"{out['model-name']} version {out['model-version']} @{out['alias']} ({out['decision']})",
+                "F1": f"{float(out['candidate-f1']):.4f}"
                 + (
-                    f" (champion {float(out['champion_f1']):.4f})" if out.get("champion_f1") else ""
+                    f" (champion {float(out['champion-f1']):.4f})" if out.get("champion-f1") else ""
                 ),
             }
         )
@@ -250,8 +250,8 @@ class Pipeline(DeployStages):
         self.data()
         promoted = self.promote(self.train())
         model_name, alias = promoted["model_name"], promoted["alias"]
-        if self.use_docker and (current := self.already_deployed(promoted["model_version"])):
-            self.keep_serving(current, promoted["model_version"])
+        if self.use_docker and (current := self.already_deployed(promoted["model-version"])):
+            self.keep_serving(current, promoted["model-version"])
         elif self.use_docker:
             baked = self.bake(model_name, alias)
             self.build_push_deploy(baked["model-version"])
