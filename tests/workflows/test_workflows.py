@@ -76,27 +76,26 @@ def _assert_nothing_deployed(run: ActRun) -> None:
 # --- API workflow: one test per trigger -------------------------------------------------------
 
 
-def test_push_to_staging_deploys_the_pushed_commit(
-    act: Act, project: dict[str, Any], pipeline_repo: tuple[Path, dict[str, str]]
+@pytest.mark.parametrize(("environment", "head"), [("staging", "first"), ("production", "second")])
+def test_push_to_an_environment_branch_deploys_the_pushed_commit(
+    act: Act,
+    project: dict[str, Any],
+    pipeline_repo: tuple[Path, dict[str, str]],
+    environment: str,
+    head: str,
 ) -> None:
     _, shas = pipeline_repo
-    run = act("push", "api.yml", {"ref": "refs/heads/staging"})
-    # GITHUB_SHA of a push is the branch's new head: staging is at the first commit.
-    _assert_deployed(run, project, "staging", shas["first"])
+    settings = project["environments"][environment]
+    run = act("push", "api.yml", {"ref": f"refs/heads/{settings['branch']}"})
+    # GITHUB_SHA of a push is the branch's new head: staging is at the first commit, master (the
+    # production branch) at the second.
+    _assert_deployed(run, project, environment, shas[head])
     resolved = run.outputs("Resolve environment")
-    assert resolved["service"] == project["environments"]["staging"]["service"]
-    assert resolved["ref"] == shas["first"]
-
-
-def test_push_to_master_deploys_to_production(
-    act: Act, project: dict[str, Any], pipeline_repo: tuple[Path, dict[str, str]]
-) -> None:
-    _, shas = pipeline_repo
-    run = act("push", "api.yml", {"ref": "refs/heads/master"})
-    _assert_deployed(run, project, "production", shas["second"])
-    summary = run.summary("Deploy API (production)")
-    assert "## API deploy: production - dry-run" in summary
-    assert project["environments"]["production"]["service"] in summary
+    assert resolved["service"] == settings["service"]
+    assert resolved["ref"] == shas[head]
+    summary = run.summary(f"Deploy API ({environment})")
+    assert f"## API deploy: {environment} - dry-run" in summary
+    assert settings["service"] in summary
 
 
 def test_push_to_a_feature_branch_deploys_nothing(act: Act) -> None:
