@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -73,6 +74,13 @@ def _describe(env: dict[str, str]) -> dict:
     return json.loads(out.stdout)
 
 
+def _deploy(env: dict[str, str], image: str, *flags: str) -> subprocess.CompletedProcess:
+    """``gcloud run deploy`` of ``image`` to the test's service, with ``flags``."""
+    return run(
+        ["gcloud", "run", "deploy", SERVICE, f"--image={image}", f"--region={REGION}", *flags], env
+    )
+
+
 def test_deploy_tag_traffic_and_failed_revision(
     local_cloud: dict[str, str], tmp_path: Path
 ) -> None:
@@ -80,26 +88,11 @@ def test_deploy_tag_traffic_and_failed_revision(
     v1 = _image(env, tmp_path, "v1", "one", SERVE)
     v2 = _image(env, tmp_path, "v2", "two", SERVE)
     bad = _image(env, tmp_path, "bad", "bad", CRASH)
-    gcloud = ["gcloud", "run"]
 
     # First deploy: --no-traffic is refused for a new service by gcloud itself.
-    refused = run(
-        [*gcloud, "deploy", SERVICE, f"--image={v1}", f"--region={REGION}", "--no-traffic"], env
-    )
+    refused = _deploy(env, v1, "--no-traffic")
     assert refused.returncode != 0 and "--no-traffic not supported" in refused.stderr
-    first = run(
-        [
-            *gcloud,
-            "deploy",
-            SERVICE,
-            f"--image={v1}",
-            f"--region={REGION}",
-            "--tag=sha-one",
-            "--set-env-vars=MODE=x",
-            "--port=8080",
-        ],
-        env,
-    )
+    first = _deploy(env, v1, "--tag=sha-one", "--set-env-vars=MODE=x", "--port=8080")
     assert first.returncode == 0, first.stderr
     svc = _describe(env)
     url = svc["status"]["url"]
@@ -110,18 +103,7 @@ def test_deploy_tag_traffic_and_failed_revision(
     assert_loopback_only(revision_port(env, rev1), f"revision {rev1}")
 
     # Second revision without traffic: reachable on its tag only.
-    second = run(
-        [
-            *gcloud,
-            "deploy",
-            SERVICE,
-            f"--image={v2}",
-            f"--region={REGION}",
-            "--no-traffic",
-            "--tag=sha-two",
-        ],
-        env,
-    )
+    second = _deploy(env, v2, "--no-traffic", "--tag=sha-two")
     assert second.returncode == 0, second.stderr
     svc = _describe(env)
     rev2 = svc["status"]["latestReadyRevisionName"]
@@ -133,18 +115,7 @@ def test_deploy_tag_traffic_and_failed_revision(
     assert serving == {rev1: 100}
 
     # A revision that crashes fails the deploy; the previous revision keeps all traffic.
-    failed = run(
-        [
-            *gcloud,
-            "deploy",
-            SERVICE,
-            f"--image={bad}",
-            f"--region={REGION}",
-            "--no-traffic",
-            "--tag=sha-bad",
-        ],
-        env,
-    )
+    failed = _deploy(env, bad, "--no-traffic", "--tag=sha-bad")
     assert failed.returncode != 0
     assert "model file missing" in failed.stderr
     assert _get(env, url) == (200, "one\n")
@@ -152,7 +123,8 @@ def test_deploy_tag_traffic_and_failed_revision(
     # Moving traffic to the tag routes the service URL to revision two.
     moved = run(
         [
-            *gcloud,
+            "gcloud",
+            "run",
             "services",
             "update-traffic",
             SERVICE,
