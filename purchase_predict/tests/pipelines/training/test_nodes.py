@@ -248,8 +248,20 @@ def test_model_ignores_product_id_and_extra_columns(
     ]
 
 
-def test_evaluate_model_logs_the_metrics_scikit_learn_gave(
-    fitted: tuple[Pipeline, pd.DataFrame, pd.DataFrame],
+# scikit-learn's value of each metric, from the labels, the scores and the predicted labels.
+SKLEARN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
+    "f1": lambda y, _, predicted: sk.f1_score(y, predicted, zero_division=0),
+    "precision": lambda y, _, predicted: sk.precision_score(y, predicted, zero_division=0),
+    "recall": lambda y, _, predicted: sk.recall_score(y, predicted, zero_division=0),
+    "roc_auc": lambda y, proba, _: sk.roc_auc_score(y, proba),
+    "pr_auc": lambda y, proba, _: sk.average_precision_score(y, proba),
+    "baseline_f1": lambda y, _, __: sk.f1_score(y, np.ones_like(y), zero_division=0),
+}
+
+
+@pytest.mark.parametrize("metric", SKLEARN_METRICS)
+def test_evaluate_model_logs_the_metric_scikit_learn_gave(
+    fitted: tuple[Pipeline, pd.DataFrame, pd.DataFrame], metric: str
 ) -> None:
     # The node used to compute these with scikit-learn: the contract's must give the same values.
     model, _, test_set = fitted
@@ -260,17 +272,9 @@ def test_evaluate_model_logs_the_metrics_scikit_learn_gave(
     metrics = evaluate_model(model, test_set, 0.4)
 
     assert tuple(metrics) == METRIC_NAMES
-    assert metrics == pytest.approx(
-        {
-            "f1": sk.f1_score(label, predicted, zero_division=0),
-            "precision": sk.precision_score(label, predicted, zero_division=0),
-            "recall": sk.recall_score(label, predicted, zero_division=0),
-            "roc_auc": sk.roc_auc_score(label, proba),
-            "pr_auc": sk.average_precision_score(label, proba),
-            "baseline_f1": sk.f1_score(label, np.ones_like(label), zero_division=0),
-        },
-        rel=1e-12,
-    )
+    assert tuple(SKLEARN_METRICS) == METRIC_NAMES
+    sklearn_value = SKLEARN_METRICS[metric](label, proba, predicted)
+    assert metrics[metric] == pytest.approx(sklearn_value, rel=1e-12)
 
 
 def test_evaluate_model_scores_the_test_split(
