@@ -242,55 +242,74 @@ def _report_step(name: str) -> dict[str, Any]:
     return next(step for step in steps if "run" in step)
 
 
-@pytest.mark.parametrize(
-    ("name", "env", "expected", "forbidden"),
-    [
-        (
-            "api.yml",
-            {"RESULT": "failure", "ENVIRONMENT": "production", "DECISION": ""},
-            "The Deploy job ended `failure` without reaching its own summary: it never started",
-            "see the Deploy job",
-        ),
-        (
-            "api.yml",
-            {"RESULT": "failure", "ENVIRONMENT": "staging", "DECISION": "smoke-test-failed"},
-            "traffic stays where it was (smoke-test-failed); see the Deploy job",
-            "never started",
-        ),
-        (
-            "training.yml",
-            {"RESULT": "cancelled", "ENVIRONMENT": "production", "DECISION": ""},
-            "the Train job ended cancelled without reaching its own summary (it never started",
-            "see the Train job",
-        ),
-        (
-            "training.yml",
-            {"RESULT": "failure", "ENVIRONMENT": "staging", "DECISION": "refused"},
-            "the training or the quality gate failed (see the Train job)",
-            "never started",
-        ),
-    ],
-)
-def test_report_says_when_the_called_job_never_started(
-    name: str, env: dict[str, str], expected: str, forbidden: str, tmp_path: Path
-) -> None:
-    # A job refused by its environment's protection rules, or cancelled while waiting, runs no
-    # step: its outputs are empty. act does not run `if: always()` jobs after a failed one, so
-    # the report step runs here with the values GitHub would give it.
+def _report_text(name: str, called_job: dict[str, str], tmp_path: Path) -> str:
+    """What the report step of ``name`` writes (summary, then output) given the called job's
+    RESULT, ENVIRONMENT and DECISION; its other variables are empty.
+
+    A job refused by its environment's protection rules, or cancelled while waiting, runs no
+    step: its outputs are empty. act does not run `if: always()` jobs after a failed one, so the
+    report step runs here with the values GitHub would give it.
+    """
     summary = tmp_path / "summary.md"
     step = _report_step(name)
     names = {key: "" for key in step.get("env", {})}
     done = subprocess.run(
         ["bash", "-c", step["run"]],
-        env={"PATH": "/usr/bin:/bin", **names, **env, "GITHUB_STEP_SUMMARY": str(summary)},
+        env={"PATH": "/usr/bin:/bin", **names, **called_job, "GITHUB_STEP_SUMMARY": str(summary)},
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    text = summary.read_text() + done.stdout
+    return summary.read_text() + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "result", "expected", "forbidden"),
+    [
+        (
+            "api.yml",
+            "failure",
+            "The Deploy job ended `failure` without reaching its own summary: it never started",
+            "see the Deploy job",
+        ),
+        (
+            "training.yml",
+            "cancelled",
+            "the Train job ended cancelled without reaching its own summary (it never started",
+            "see the Train job",
+        ),
+    ],
+    ids=["api", "training"],
+)
+def test_report_says_when_the_called_job_never_started(
+    name: str, result: str, expected: str, forbidden: str, tmp_path: Path
+) -> None:
+    called_job = {"RESULT": result, "ENVIRONMENT": "production", "DECISION": ""}
+    text = _report_text(name, called_job, tmp_path)
     assert expected in text, text
     assert forbidden not in text, text
+
+
+@pytest.mark.parametrize(
+    ("name", "decision", "expected"),
+    [
+        (
+            "api.yml",
+            "smoke-test-failed",
+            "traffic stays where it was (smoke-test-failed); see the Deploy job",
+        ),
+        ("training.yml", "refused", "the training or the quality gate failed (see the Train job)"),
+    ],
+    ids=["api", "training"],
+)
+def test_report_points_to_the_called_job_when_it_failed(
+    name: str, decision: str, expected: str, tmp_path: Path
+) -> None:
+    called_job = {"RESULT": "failure", "ENVIRONMENT": "staging", "DECISION": decision}
+    text = _report_text(name, called_job, tmp_path)
+    assert expected in text, text
+    assert "never started" not in text, text
 
 
 # GitHub workflow syntax: "`$/` always resolves against the repository of the file it appears
