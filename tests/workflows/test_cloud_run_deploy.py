@@ -18,6 +18,7 @@ import os
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ SERVICE = "smoke-svc"
 GOOD_IMAGE = "127.0.0.1:5000/local-project/purchase-predict/api@sha256:" + "a" * 64
 BROKEN_IMAGE = "127.0.0.1:5000/local-project/purchase-predict/broken@sha256:" + "b" * 64
 CUSTOM_AUDIENCES = "run.googleapis.com/custom-audiences"
+Deploy = Callable[..., ActRun]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,16 @@ def _deploy(
         work=work,
         env=cloud_run,
     )
+
+
+@pytest.fixture
+def deploy(repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Path) -> Deploy:
+    """``_deploy`` on the stand-in, working in this test's directory unless given ``work``."""
+
+    def run(*, service: str, image: str, work: Path = tmp_path, **inputs: str) -> ActRun:
+        return _deploy(repo, act_binary, cloud_run, work, service=service, image=image, **inputs)
+
+    return run
 
 
 def _result(run: ActRun) -> dict[str, str]:
@@ -198,16 +210,12 @@ def test_first_deploy_is_tagged_smoke_tested_and_serves(first_deploy: dict[str, 
 
 
 def test_update_takes_traffic_only_after_its_smoke_test(
-    first_deploy: dict[str, Any],
-    repo: Path,
-    act_binary: str,
-    cloud_run: dict[str, str],
-    tmp_path: Path,
+    first_deploy: dict[str, Any], deploy: Deploy, cloud_run: dict[str, str]
 ) -> None:
     before = _serving(cloud_run, SERVICE)
     tags_before = _tags(cloud_run, SERVICE)
     since = _now()
-    run = _deploy(repo, act_binary, cloud_run, tmp_path, service=SERVICE, image=GOOD_IMAGE)
+    run = deploy(service=SERVICE, image=GOOD_IMAGE)
     assert run.returncode == 0, run.explain()
     result = _result(run)
     assert result["first-deploy"] == "false"
@@ -238,39 +246,23 @@ def test_update_takes_traffic_only_after_its_smoke_test(
 
 
 def test_expired_id_token_fails_the_smoke_test_with_401(
-    first_deploy: dict[str, Any],
-    repo: Path,
-    act_binary: str,
-    cloud_run: dict[str, str],
-    tmp_path: Path,
+    first_deploy: dict[str, Any], deploy: Deploy, cloud_run: dict[str, str]
 ) -> None:
     # What a token minted before a build of more than 10 minutes meets: Cloud Run answers 401.
     before = _serving(cloud_run, SERVICE)
     stale = _id_token(SERVICE, issued=time.time() - 601)
-    run = _deploy(
-        repo,
-        act_binary,
-        cloud_run,
-        tmp_path,
-        service=SERVICE,
-        image=GOOD_IMAGE,
-        identity_token=stale,
-    )
+    run = deploy(service=SERVICE, image=GOOD_IMAGE, identity_token=stale)
     assert run.returncode != 0
     assert _result(run)["smoke-result"].startswith("GET /ready answered 401"), run.explain()
     assert _serving(cloud_run, SERVICE) == before
 
 
 def test_failed_smoke_test_leaves_traffic_where_it_was(
-    first_deploy: dict[str, Any],
-    repo: Path,
-    act_binary: str,
-    cloud_run: dict[str, str],
-    tmp_path: Path,
+    first_deploy: dict[str, Any], deploy: Deploy, cloud_run: dict[str, str]
 ) -> None:
     before = _serving(cloud_run, SERVICE)
     tags_before = _tags(cloud_run, SERVICE)
-    run = _deploy(repo, act_binary, cloud_run, tmp_path, service=SERVICE, image=BROKEN_IMAGE)
+    run = deploy(service=SERVICE, image=BROKEN_IMAGE)
     assert run.returncode != 0
     result = _result(run)
     assert result["smoke-result"].startswith("GET /ready answered 503 for 4s")
@@ -284,11 +276,7 @@ def test_failed_smoke_test_leaves_traffic_where_it_was(
 
 
 def test_custom_audience_set_by_someone_else_survives_a_deploy(
-    first_deploy: dict[str, Any],
-    repo: Path,
-    act_binary: str,
-    cloud_run: dict[str, str],
-    tmp_path: Path,
+    first_deploy: dict[str, Any], deploy: Deploy, cloud_run: dict[str, str]
 ) -> None:
     # Custom audiences are service-level and apply to every revision at once; gcloud's
     # --set-custom-audiences "completely replace[s] the current custom audiences" (gcloud 528).
@@ -303,7 +291,7 @@ def test_custom_audience_set_by_someone_else_survives_a_deploy(
         REGION,
         f"--add-custom-audiences={partner}",
     )
-    run = _deploy(repo, act_binary, cloud_run, tmp_path, service=SERVICE, image=GOOD_IMAGE)
+    run = deploy(service=SERVICE, image=GOOD_IMAGE)
     assert run.returncode == 0, run.explain()
     annotations = _describe(cloud_run, SERVICE)["metadata"]["annotations"]
     assert sorted(json.loads(annotations[CUSTOM_AUDIENCES])) == sorted([partner, SERVICE])
@@ -319,7 +307,7 @@ def _warm_instances(cloud_run: dict[str, str], service: str) -> dict[str, Any]:
 
 
 def test_three_deploys_with_min_one_keep_one_instance_warm(
-    repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Path
+    deploy: Deploy, cloud_run: dict[str, str], tmp_path: Path
 ) -> None:
     # Revision-level --min-instances stays warm on every tagged revision, even at 0% traffic
     # (cloud.google.com/run/docs/configuring/min-instances): with a new tag per deploy, each
@@ -327,15 +315,7 @@ def test_three_deploys_with_min_one_keep_one_instance_warm(
     service = "warm-svc"
     results = []
     for n in range(3):
-        run = _deploy(
-            repo,
-            act_binary,
-            cloud_run,
-            tmp_path / str(n),
-            service=service,
-            image=GOOD_IMAGE,
-            min_instances="1",
-        )
+        run = deploy(service=service, image=GOOD_IMAGE, min_instances="1", work=tmp_path / str(n))
         assert run.returncode == 0, run.explain()
         results.append(_result(run))
     warm = _warm_instances(cloud_run, service)
@@ -346,7 +326,7 @@ def test_three_deploys_with_min_one_keep_one_instance_warm(
 
 
 def test_a_deploy_clears_what_revision_level_minimums_left_warm(
-    repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Path
+    deploy: Deploy, cloud_run: dict[str, str]
 ) -> None:
     # A service the earlier action deployed: --min-instances 1 and a new tag on each revision.
     service = "legacy-svc"
@@ -367,9 +347,7 @@ def test_a_deploy_clears_what_revision_level_minimums_left_warm(
             f"--to-tags={tag}=100",
         )
     assert _warm_instances(cloud_run, service)["warmInstances"] == 2
-    run = _deploy(
-        repo, act_binary, cloud_run, tmp_path, service=service, image=GOOD_IMAGE, min_instances="1"
-    )
+    run = deploy(service=service, image=GOOD_IMAGE, min_instances="1")
     assert run.returncode == 0, run.explain()
     result = _result(run)
     assert _warm_instances(cloud_run, service) == {
