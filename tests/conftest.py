@@ -24,30 +24,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS_DIR = REPO_ROOT / "scripts"
 
+from purchase_contract.testing import isolated_mlflow  # noqa: E402
 from purchase_rig.act import act_executable, project_settings  # noqa: E402
 from purchase_rig.cloud_run_standin import free_port  # noqa: E402
 
 SERVER_START_TIMEOUT_S = 120.0
-
-
-def reset_mlflow_state() -> None:
-    """End active runs and forget the process-wide tracking URI, registry URI and experiment.
-
-    Does nothing when MLflow was never imported, so suites without MLflow pay nothing.
-    """
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is not None:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-        # No public call unsets the experiment chosen by mlflow.set_experiment().
-        fluent = sys.modules.get("mlflow.tracking.fluent")
-        if fluent is not None and hasattr(fluent, "_active_experiment_id"):
-            fluent._active_experiment_id = None
-    # set_tracking_uri/set_experiment export MLFLOW_* variables for subprocesses: drop them.
-    for name in [name for name in os.environ if name.startswith("MLFLOW_")]:
-        del os.environ[name]
 
 
 @pytest.fixture(scope="session")
@@ -68,12 +49,8 @@ def act_binary() -> str:
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts without MLFLOW_* variables or an active run, and leaves none behind."""
-    for name in [name for name in os.environ if name.startswith("MLFLOW_")]:
-        monkeypatch.delenv(name)
-    reset_mlflow_state()
-    yield
-    # Runs before monkeypatch's own undo, which then restores the variables deleted above.
-    reset_mlflow_state()
+    with isolated_mlflow(monkeypatch):
+        yield
 
 
 @pytest.fixture

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from purchase_contract.features import FEATURE_NAMES
+from purchase_contract.testing import isolated_mlflow as mlflow_isolation
 
 BRANDS = ["acme", "globex", "initech", "umbrella", "hooli"]
 CATEGORIES = {
@@ -22,33 +20,18 @@ CATEGORIES = {
 }
 
 
-def _isolate_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [name for name in os.environ if name.startswith("MLFLOW_")]:
-        monkeypatch.delenv(name)
-    # mlflow.set_tracking_uri is process-global; reset it (monkeypatch restores it afterwards).
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
-
-
-def _end_active_runs() -> None:
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-
-
 @pytest.fixture(autouse=True)
 def isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No MLFLOW_* variable or tracking URI leaks into or out of a test; no run stays active."""
-    _isolate_mlflow(monkeypatch)
-    yield
-    _end_active_runs()
+    with mlflow_isolation(monkeypatch):
+        yield
 
 
 @pytest.fixture(scope="module")
 def module_monkeypatch() -> Iterator[pytest.MonkeyPatch]:
     """A MonkeyPatch for module-scoped fixtures, with MLflow isolated like ``isolated_mlflow``."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        _isolate_mlflow(monkeypatch)
+    with pytest.MonkeyPatch.context() as monkeypatch, mlflow_isolation(monkeypatch):
         yield monkeypatch
-        _end_active_runs()
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ its metadata). The registered name is a test name: the API knows no model name o
 
 from __future__ import annotations
 
-import os
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,6 +30,7 @@ from purchase_contract.features import (
     NUMERIC_FEATURES,
     Feature,
 )
+from purchase_contract.testing import isolated_mlflow, reset_mlflow_state
 
 MODEL_NAME = "api-test-model"
 ALIAS = "candidate"
@@ -63,26 +62,11 @@ class RegisteredModel:
     threshold: float
 
 
-def reset_mlflow() -> None:
-    """End active runs and forget process-wide MLflow URIs and MLFLOW_* variables."""
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is not None:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-    for name in [name for name in os.environ if name.startswith("MLFLOW_")]:
-        del os.environ[name]
-
-
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No MLFLOW_* or service variables from outside, no active run left behind."""
-    for name in [n for n in os.environ if n.startswith("MLFLOW_") or n in SERVICE_VARIABLES]:
-        monkeypatch.delenv(name)
-    reset_mlflow()
-    yield
-    reset_mlflow()
+    with isolated_mlflow(monkeypatch, also=SERVICE_VARIABLES):
+        yield
 
 
 def synthetic_sessions(rows: int, seed: int) -> pd.DataFrame:
@@ -164,7 +148,7 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regis
     SqlAlchemyStore(uri, artifacts).engine.dispose()
     features = synthetic_sessions(800, seed=7)
     estimator = _train(features, seed=7)
-    reset_mlflow()
+    reset_mlflow_state()
     try:
         mlflow.set_tracking_uri(uri)
         experiment_id = mlflow.create_experiment("api-tests", artifact_location=artifacts)
@@ -200,7 +184,7 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regis
             threshold=DECISION_THRESHOLD,
         )
     finally:
-        reset_mlflow()
+        reset_mlflow_state()
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from purchase_contract.features import FEATURE_DTYPES, FEATURE_NAMES, LABEL
+from purchase_contract.testing import isolated_mlflow
 from purchase_predict import mlflow_logging
 from purchase_predict.pipelines.training.nodes import evaluate_model, run_params, train_model
 
@@ -289,7 +290,8 @@ def registry_template(
     uri = create_sqlite_store(home / "mlflow.db", home / "artifacts")
     model_name = root_settings()["model_name"]
     data = sessions_frame
-    with pytest.MonkeyPatch.context() as patch:
+    # Built before the first test's isolation: isolated here too, MLflow reset on the way out.
+    with pytest.MonkeyPatch.context() as patch, isolated_mlflow(patch):
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         experiment_id = mlflow.MlflowClient(uri).create_experiment(
@@ -303,7 +305,6 @@ def registry_template(
             "unregistered": log_training_run(data, register=False, **common),
             "no_test_set": log_training_run(data, register=False, with_test_set=False, **common),
         }
-        mlflow.set_tracking_uri(None)
     return RegistryTemplate(db_path=home / "mlflow.db", model_name=model_name, runs=runs)
 
 
