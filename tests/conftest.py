@@ -7,14 +7,6 @@ project): nothing is imported from a path.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +16,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS_DIR = REPO_ROOT / "scripts"
 
-from purchase_contract.testing import isolated_mlflow  # noqa: E402
+from purchase_contract.testing import isolated_mlflow, running_mlflow_server  # noqa: E402
 from purchase_rig.act import act_executable, project_settings  # noqa: E402
 from purchase_rig.cloud_run_standin import free_port  # noqa: E402
-
-SERVER_START_TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="session")
@@ -91,77 +81,5 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     registered-model names. Point MLflow at it with ``monkeypatch.setenv("MLFLOW_TRACKING_URI",
     mlflow_server)``.
     """
-    mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which(
-        "mlflow"
-    )
-    if mlflow_cli is None:
-        pytest.fail("the mlflow_server fixture needs the mlflow CLI next to the test interpreter")
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    command = [
-        mlflow_cli,
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{home / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(home / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    # The server must not inherit a test's tracking settings.
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
-    log_path = home / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_healthy(uri, process, log_path)
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), free_port()) as uri:
         yield uri
-    finally:
-        _stop(process)
-
-
-def _wait_healthy(uri: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"mlflow server exited with {process.returncode}: {_tail(log_path)}", pytrace=False
-            )
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    _stop(process)
-    pytest.fail(
-        f"mlflow server not healthy after {SERVER_START_TIMEOUT_S:.0f} s: {_tail(log_path)}",
-        pytrace=False,
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate the server's process group (uvicorn workers included), then reap it."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
-def _tail(log_path: Path, lines: int = 15) -> str:
-    text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return " | ".join(text.strip().splitlines()[-lines:]) or "(no output)"

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +31,7 @@ from app.model.loading import (
 from app.model.native import NativeBooster, NativeLightGBMError
 from app.models import SESSION_EXAMPLE, validate_session
 from purchase_contract.model_dir import META_FILE, ModelMeta, ModelSourceError, parse_model_uri
+from purchase_contract.testing import running_mlflow_server
 
 # The bake's command line (scripts/bake_model.py runs the same main).
 BAKE_CLI = [sys.executable, "-m", "app.model.bake"]
@@ -377,50 +373,8 @@ def test_prepare_cli_refuses_a_directory_without_a_model(tmp_path: Path) -> None
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory, free_port) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 with proxied artifacts, as in deployment."""
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    with (home / "server.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{home / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(home / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            cwd=home,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(home / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy: {(home / 'server.log').read_text()}")
-            time.sleep(0.5)
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), free_port()) as uri:
         yield uri
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 @pytest.mark.slow
