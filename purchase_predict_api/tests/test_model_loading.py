@@ -238,17 +238,22 @@ def test_a_failed_load_fails_the_start(baked_model_dir: Path, tmp_path: Path) ->
         pass
 
 
-def test_prepared_files_serve_the_same_predictions(
-    baked_model_dir: Path, tmp_path: Path, make_sessions, as_json_records
-) -> None:
-    model_dir = _copy(baked_model_dir, tmp_path)
-    result = subprocess.run(
+def _prepare_cli(model_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m app.prepare model_dir`` (what the image build runs), its output captured."""
+    return subprocess.run(
         [sys.executable, "-m", "app.prepare", str(model_dir)],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def test_prepared_files_serve_the_same_predictions(
+    baked_model_dir: Path, tmp_path: Path, make_sessions, as_json_records
+) -> None:
+    model_dir = _copy(baked_model_dir, tmp_path)
+    result = _prepare_cli(model_dir)
     assert result.returncode == 0, result.stderr
     assert (model_dir / PREPARED_FILE).is_file()
     assert (model_dir / COMPILED_FILE).is_file()
@@ -357,13 +362,7 @@ def test_a_prepared_pickle_from_other_libraries_is_ignored(
 
 
 def test_prepare_cli_refuses_a_directory_without_a_model(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "app.prepare", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = _prepare_cli(tmp_path)
 
     assert result.returncode == 2
     [line] = result.stdout.splitlines()
