@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ import pytest
 
 from app.model.frame import sessions_frame
 from app.models import SESSION_EXAMPLE, validate_session
+from purchase_contract.testing import ServerNotReady, wait_until_ok
 
 API_DIR = Path(__file__).resolve().parents[1]
 # The build context is the repository root: the API and the contract it installs.
@@ -179,18 +178,11 @@ def test_image_serves_a_prediction_on_port(image: str, free_port, registered_mod
     ).strip()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ready", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if time.monotonic() > deadline:
-                logs = _docker("logs", container, check=False)
-                pytest.fail(f"container not ready after {START_TIMEOUT_S} s: {logs[-3000:]}")
-            time.sleep(0.2)
+        try:
+            wait_until_ok(f"{url}/ready", START_TIMEOUT_S, poll_s=0.2, request_timeout_s=5)
+        except ServerNotReady as err:
+            logs = _docker("logs", container, check=False)
+            pytest.fail(f"container not ready: {err}: {logs[-3000:]}")
         request = urllib.request.Request(
             f"{url}/predict",
             data=json.dumps(SESSION_EXAMPLE).encode(),
