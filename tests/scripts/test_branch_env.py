@@ -420,3 +420,72 @@ def test_config_override_is_read(project_config, run_cli) -> None:
     assert status == 0
     assert outputs["environment"] == env
     assert outputs["model-name"] == "other_model"
+
+
+# --- as actions/resolve-environment (--action ROOT) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("inputs", "environment"),
+    [
+        ({"ENVIRONMENT_NAME": "production", "REF": "refs/heads/staging"}, "production"),
+        ({"REF": "refs/heads/staging", "EVENT_PATH": "/nowhere.json"}, "staging"),
+    ],
+    ids=["environment-first", "then-ref"],
+)
+def test_the_action_reads_its_inputs_in_order_and_adds_the_paths(
+    run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, inputs, environment
+) -> None:
+    for name, value in inputs.items():
+        monkeypatch.setenv(name, value)
+    output = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+
+    status, out, err = run_cli("--action", str(REPO_ROOT))
+
+    written = parse_lines(output.read_text())
+    assert (status, err) == (0, ""), err
+    assert written == parse_lines(out)
+    assert written["environment"] == environment
+    assert written["config"] == str(REPO_ROOT / "pyproject.toml")
+    assert written["scripts"] == str(REPO_ROOT / "scripts")
+    # The packages the step imported, so the steps after it import the same ones.
+    assert written["pythonpath"] == f"{REPO_ROOT / 'contract/src'}:{REPO_ROOT / 'delivery/src'}"
+
+
+def test_the_action_reads_an_event_and_a_relative_config(
+    run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "pyproject.toml").write_text((REPO_ROOT / "pyproject.toml").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EVENT_PATH", event_file(tmp_path, {"ref": "refs/heads/master"}))
+    monkeypatch.setenv("CONFIG", "pyproject.toml")
+
+    status, out, _ = run_cli("--action", str(REPO_ROOT))
+
+    outputs = parse_lines(out)
+    assert status == 0
+    assert outputs["branch"] == "master"
+    assert outputs["config"] == str(tmp_path / "pyproject.toml")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({}, "give one of the inputs environment, ref or event-path"),
+        ({"REF": "staging", "CONFIG": "/absent/pyproject.toml"}, "config /absent/pyproject.toml"),
+    ],
+    ids=["no-input", "no-config"],
+)
+def test_the_action_refuses_with_an_annotation(
+    run_cli, monkeypatch: pytest.MonkeyPatch, inputs, message
+) -> None:
+    for name in ("ENVIRONMENT_NAME", "REF", "EVENT_PATH", "CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in inputs.items():
+        monkeypatch.setenv(name, value)
+
+    status, out, _ = run_cli("--action", str(REPO_ROOT))
+
+    assert status == 2
+    assert out.startswith(f"::error title=resolve-environment::{message}")

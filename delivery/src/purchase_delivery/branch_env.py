@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import purchase_contract as contract
+import purchase_delivery as delivery
 from purchase_contract.config import ConfigError, Environment, ProjectConfig, load_config
 from purchase_contract.step_outputs import append_to, format_outputs
 
@@ -147,19 +151,56 @@ def format_lines(outputs: dict[str, Any]) -> str:
     return format_outputs({key: _scalar(outputs[key]) for key in OUTPUT_KEYS})
 
 
+def action_inputs(root: Path, env: Mapping[str, str]) -> tuple[list[str], Path]:
+    """The command line and the configuration file that actions/resolve-environment's inputs
+    ask for (``ENVIRONMENT_NAME``, else ``REF``, else ``EVENT_PATH``; ``CONFIG``, else the
+    pyproject.toml of ``root``, the commit the action comes from)."""
+    if name := env.get("ENVIRONMENT_NAME"):
+        argv = ["--environment", name]
+    elif ref := env.get("REF"):
+        argv = [ref]
+    elif event_path := env.get("EVENT_PATH"):
+        argv = ["--event-path", event_path]
+    else:
+        raise InputError("give one of the inputs environment, ref or event-path")
+    config = Path(env.get("CONFIG") or root / "pyproject.toml")
+    if not config.is_file():
+        raise InputError(f"config {config} does not exist")
+    return argv, config.resolve()
+
+
+def action_outputs(root: Path, config: Path) -> dict[str, str]:
+    """What the action adds for the steps after it: the configuration read, the scripts and
+    the ``PYTHONPATH`` of the standard-library packages this very run imported."""
+    packages = (Path(module.__file__).resolve().parents[1] for module in (contract, delivery))
+    return {
+        "config": str(config),
+        "scripts": str(root.resolve() / "scripts"),
+        "pythonpath": ":".join(dict.fromkeys(str(path) for path in packages)),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parser().parse_args(argv)
+    config, extra = None, {}
+    if args.action is not None:
+        try:
+            action_argv, config = action_inputs(args.action, os.environ)
+        except InputError as err:
+            print(f"::error title=resolve-environment::{err}")
+            return 2
+        args, extra = _parser().parse_args(action_argv), action_outputs(args.action, config)
     try:
         target = _target(args)
-        outputs = resolve(load_config(), target, fallback=args.fallback)
+        outputs = resolve(load_config(config), target, fallback=args.fallback)
     except (InputError, ConfigError) as err:
         print(f"branch_env: error: {err}", file=sys.stderr)
         return 2
     if not outputs["deploy"]:
         what = target.skip_reason or f"branch {target.branch!r} is not mapped"
         print(f"branch_env: no environment: {what} (deploy=false)", file=sys.stderr)
-    lines = format_lines(outputs)
+    lines = format_lines(outputs) + format_outputs(extra)
     append_to("GITHUB_OUTPUT", lines)
     if args.json:
         print(json.dumps(outputs, indent=2))
@@ -242,6 +283,14 @@ def _parser() -> argparse.ArgumentParser:
         help="map an unmapped branch to fallback_environment instead of deploy=false",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON object")
+    parser.add_argument(
+        "--action",
+        metavar="ROOT",
+        type=Path,
+        help="run as actions/resolve-environment of the checkout ROOT: the inputs come from "
+        "$ENVIRONMENT_NAME, $REF or $EVENT_PATH and $CONFIG, and the outputs config, scripts "
+        "and pythonpath are added",
+    )
     return parser
 
 
