@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -54,13 +55,19 @@ def test_predict_one_session(client: TestClient, registered_model) -> None:
 
 
 def test_the_deploy_smoke_request_is_a_valid_session(client: TestClient) -> None:
-    # The deploy workflow's smoke test sends this file to every new revision.
-    smoke = json.loads((Path(__file__).parents[1] / "smoke_request.json").read_text())
+    # The deploy workflow's smoke test sends the contract's example session to every new
+    # revision, as `python -m purchase_contract example` prints it.
+    printed = subprocess.run(
+        [sys.executable, "-m", "purchase_contract", "example"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
-    response = client.post("/predict", json=smoke)
+    response = client.post("/predict", json=json.loads(printed))
 
     assert response.status_code == 200
-    assert len(response.json()["predictions"]) == (len(smoke) if isinstance(smoke, list) else 1)
+    assert len(response.json()["predictions"]) == 1
 
 
 def test_predict_batch_matches_the_model_called_directly(

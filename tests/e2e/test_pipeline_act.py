@@ -29,6 +29,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from purchase_contract.features import example_session
 from purchase_rig.act import (
     REPOSITORY,
     ActRun,
@@ -37,7 +38,7 @@ from purchase_rig.act import (
     run_act,
 )
 
-from .conftest import ROOT, assert_loopback_only, revision_port, run
+from .conftest import assert_loopback_only, revision_port, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -190,8 +191,9 @@ def _serving(service: dict[str, Any]) -> dict[str, int]:
 
 
 def _predict(env: dict[str, str], url: str) -> tuple[int, dict[str, Any]]:
-    """POST the smoke request to ``url`` through the stand-in (as a client of Cloud Run would)."""
-    body = (ROOT / "purchase_predict_api" / "smoke_request.json").read_bytes()
+    """POST the smoke request (the contract's example session) to ``url`` through the stand-in
+    (as a client of Cloud Run would)."""
+    body = json.dumps(example_session()).encode()
     request = urllib.request.Request(
         f"{url}/predict", data=body, headers={"Content-Type": "application/json"}
     )

@@ -24,8 +24,8 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy2(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     api = tmp_path / "purchase_predict_api"
     api.mkdir()
-    for name in ("Dockerfile", "smoke_request.json"):
-        shutil.copy2(REPO_ROOT / "purchase_predict_api" / name, api / name)
+    shutil.copy2(REPO_ROOT / "purchase_predict_api" / "Dockerfile", api / "Dockerfile")
+    (tmp_path / "smoke.json").write_text('{"product_id": 1}')
     kedro = tmp_path / "purchase_predict"
     kedro.mkdir()
     shutil.copy2(REPO_ROOT / "purchase_predict" / "pyproject.toml", kedro / "pyproject.toml")
@@ -39,6 +39,8 @@ ALL = [
     "pyproject.toml",
     "--api-directory",
     "purchase_predict_api",
+    "--smoke-request",
+    "smoke.json",
     "--project-directory",
     "purchase_predict",
 ]
@@ -58,10 +60,7 @@ def test_this_repositorys_layout_passes(checkout: Path, capsys: pytest.CaptureFi
 @pytest.mark.parametrize(
     ("remove", "message"),
     [
-        (
-            "purchase_predict_api/smoke_request.json",
-            "purchase_predict_api/smoke_request.json is missing",
-        ),
+        ("smoke.json", "smoke-request smoke.json is missing"),
         ("purchase_predict_api/Dockerfile", "purchase_predict_api/Dockerfile is missing"),
         ("purchase_predict_api", "api-directory purchase_predict_api is not a directory"),
         ("purchase_predict/pyproject.toml", "purchase_predict/pyproject.toml is missing"),
@@ -82,7 +81,7 @@ def test_each_missing_piece_is_named(
 
 
 def test_every_problem_is_reported_at_once(checkout: Path, capsys: pytest.CaptureFixture) -> None:
-    (checkout / "purchase_predict_api" / "smoke_request.json").unlink()
+    (checkout / "smoke.json").unlink()
     (checkout / "purchase_predict_api" / "Dockerfile").unlink()
     shutil.rmtree(checkout / "purchase_predict" / "conf")
     assert check_layout.main(ALL) == 1
@@ -101,9 +100,14 @@ def test_a_rollback_needs_no_dockerfile(checkout: Path) -> None:
 def test_the_smoke_request_is_a_json_object(
     checkout: Path, capsys: pytest.CaptureFixture, body: str, message: str
 ) -> None:
-    (checkout / "purchase_predict_api" / "smoke_request.json").write_text(body)
-    assert check_layout.main(["--api-directory", "purchase_predict_api"]) == 1
+    (checkout / "smoke.json").write_text(body)
+    assert check_layout.main(["--smoke-request", "smoke.json"]) == 1
     assert message in capsys.readouterr().out
+
+
+def test_without_a_smoke_request_the_api_project_needs_only_its_dockerfile(checkout: Path) -> None:
+    # The deploy then sends the contract's example session (deploy_steps.smoke_request).
+    assert check_layout.main(["--api-directory", "purchase_predict_api"]) == 0
 
 
 def test_a_config_without_experiment_name_is_refused(

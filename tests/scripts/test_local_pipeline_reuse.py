@@ -50,7 +50,7 @@ def project(tmp_path: Path, sessions_frame: pd.DataFrame, monkeypatch: pytest.Mo
 def _pipeline(tmp_path: Path, registry: Any, kedro_args: list[str]) -> local_pipeline.Pipeline:
     pipeline = local_pipeline.Pipeline(tmp_path / "state", kedro_args, docker=False)
     pipeline.env["MLFLOW_TRACKING_URI"] = registry.uri
-    pipeline.environment = {"model_name": registry.model_name}
+    pipeline.environment = {"model-name": registry.model_name}
     return pipeline
 
 

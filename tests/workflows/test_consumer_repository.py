@@ -85,9 +85,8 @@ KEDRO_PROJECT = {
 }
 API_PROJECT = {
     "purchase_predict_api/Dockerfile": "FROM python:3.11-slim\nARG MODEL_DIR=model\n",
-    "purchase_predict_api/smoke_request.json": (
-        ROOT / "purchase_predict_api" / "smoke_request.json"
-    ).read_text(encoding="utf-8"),
+    # A caller's own smoke request (the smoke-request input; without it the contract's example).
+    "purchase_predict_api/smoke.json": '{"product_id": 1005115}\n',
 }
 
 
@@ -344,14 +343,13 @@ def test_building_another_private_repository_needs_its_own_checkout_token(
     assert f"{caller_sha} is not a branch or commit of {API_REPOSITORY}" in run.explain()
 
 
+SMOKE = "purchase_predict_api/smoke.json"
+
+
 @pytest.mark.parametrize(
     ("example", "missing", "message"),
     [
-        (
-            API_REPOSITORY,
-            "purchase_predict_api/smoke_request.json",
-            "smoke_request.json is missing",
-        ),
+        (API_REPOSITORY, SMOKE, f"smoke-request {SMOKE} is missing"),
         (API_REPOSITORY, "purchase_predict_api/Dockerfile", "Dockerfile is missing"),
         (TRAINING_REPOSITORY, "purchase_predict/pyproject.toml", "pyproject.toml is missing"),
         (TRAINING_REPOSITORY, "pyproject.toml", "config pyproject.toml does not exist"),
@@ -360,7 +358,9 @@ def test_building_another_private_repository_needs_its_own_checkout_token(
 def test_a_caller_layout_without_a_required_file_fails_first_and_clearly(
     caller: Any, example: str, missing: str, message: str
 ) -> None:
-    run, _ = caller(example, example, drop=(missing,), with_={"dry-run": True})
+    # The smoke request is required only when the caller names one.
+    inputs = {"dry-run": True} | ({"smoke-request": SMOKE} if missing == SMOKE else {})
+    run, _ = caller(example, example, drop=(missing,), with_=inputs)
     assert run.returncode != 0
     errors = [
         line for line in run.explain().splitlines() if "::error title=caller layout::" in line

@@ -347,3 +347,61 @@ def test_a_missing_self_repository_reference_is_found() -> None:
         ".github/workflows/deploy-apiX.yml",
     ]
     assert SELF_REFERENCE.search(WORKFLOWS.joinpath("api.yml").read_text(encoding="utf-8"))
+
+
+# --- shape: short run blocks, one naming scheme -----------------------------------------------
+
+# Longer logic belongs in a script with tests of its own (scripts/, delivery/).
+MAX_RUN_LINES = 15
+KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+# `steps.<id>.outputs.<name>` and `needs.<job>.outputs.<name>` wherever an expression reads one.
+OUTPUT_READ = re.compile(r"\b(?:steps|needs|jobs)\.[\w-]+\.outputs\.([\w-]+)")
+# Outputs of the remote actions we call, named by their authors (google-github-actions/auth).
+THEIR_OUTPUTS = {"id_token", "credentials_file_path"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sorted(WORKFLOWS.glob("*.yml")), *FIXTURE_WORKFLOWS, *ACTIONS],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_run_blocks_are_short(path: Path) -> None:
+    for step in _steps(_load(path)):
+        lines = step.get("run", "").rstrip("\n").count("\n") + 1 if "run" in step else 0
+        assert lines <= MAX_RUN_LINES, (
+            f"{path.relative_to(ROOT)}: step {step.get('name') or step.get('id')!r} runs "
+            f"{lines} lines of shell (at most {MAX_RUN_LINES}: move the logic into a script)"
+        )
+
+
+def _interface_names(document: dict[str, Any]) -> list[str]:
+    """Every input and output name a workflow or an action declares (secrets are named as
+    environment variables, GitHub's convention for them)."""
+    names: list[str] = []
+    if "runs" in document:
+        sections = [document]
+    else:
+        triggers = document["on"] if isinstance(document["on"], dict) else {}
+        sections = [spec or {} for spec in triggers.values()]
+        names += [name for job in document["jobs"].values() for name in job.get("outputs", {})]
+    for section in sections:
+        names += [*section.get("inputs", {}), *section.get("outputs", {})]
+    return names
+
+
+@pytest.mark.parametrize(
+    "path", [*sorted(WORKFLOWS.glob("*.yml")), *ACTIONS], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_inputs_and_outputs_are_kebab_case(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    names = [*_interface_names(_load(path)), *OUTPUT_READ.findall(text)]
+    odd = sorted({name for name in names if not KEBAB.match(name)} - THEIR_OUTPUTS)
+    assert not odd, f"{path.relative_to(ROOT)}: not kebab-case: {odd}"
+
+
+def test_the_shape_rules_catch_what_they_are_for() -> None:
+    long_step = {"runs": {"steps": [{"name": "x", "run": "echo\n" * (MAX_RUN_LINES + 1)}]}}
+    assert max(step["run"].count("\n") for step in _steps(long_step)) > MAX_RUN_LINES
+    action = {"runs": {}, "inputs": {"good-name": {}}, "outputs": {"model_version": {}}}
+    assert [n for n in _interface_names(action) if not KEBAB.match(n)] == ["model_version"]
+    assert OUTPUT_READ.findall("${{ steps.env.outputs.image_name }}") == ["image_name"]

@@ -438,7 +438,7 @@ def test_training_dispatch_passes_its_inputs_to_kedro_and_the_gate(act: Act) -> 
     payload = {
         "ref": "refs/heads/master",
         # Like GitHub's payload, event inputs are strings; the inputs context types them.
-        "inputs": {"environment": "production", "automl_max_evals": "5", "force": "true"},
+        "inputs": {"environment": "production", "automl-max-evals": "5", "force": "true"},
     }
     run = act("workflow_dispatch", "training.yml", payload, variables={"KEDRO_ENV": "cloud"})
     assert run.returncode == 0, run.explain()
@@ -468,7 +468,7 @@ def test_training_on_a_feature_branch_trains_nothing(act: Act) -> None:
 
 
 def test_training_rejects_a_bad_trial_count(act: Act) -> None:
-    payload = {"ref": "refs/heads/staging", "inputs": {"automl_max_evals": "many"}}
+    payload = {"ref": "refs/heads/staging", "inputs": {"automl-max-evals": "many"}}
     run = act("workflow_dispatch", "training.yml", payload)
     assert run.returncode != 0
-    assert "automl_max_evals must be a positive integer, got 'many'" in run.explain()
+    assert "automl-max-evals must be a positive integer, got 'many'" in run.explain()

@@ -13,7 +13,6 @@ from purchase_bench import REPO_ROOT
 ROOT = REPO_ROOT
 TRAINING_DIR = ROOT / "purchase_predict"
 API_DIR = ROOT / "purchase_predict_api"
-SMOKE_REQUEST = API_DIR / "smoke_request.json"
 SECTIONS = ("serving", "cold", "batch", "image", "feature", "pipeline")
 SERVER_CPU = 0
 LOAD_CPU = 1

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from purchase_bench.common import API_DIR, ROOT, SMOKE_REQUEST, TRAINING_DIR, say
+from purchase_bench.common import API_DIR, ROOT, TRAINING_DIR, say
 from purchase_bench.servers import Server
+from purchase_contract.features import example_session
 
 
 @dataclass
@@ -32,7 +33,8 @@ class Bench:
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "PYTHONUNBUFFERED": "1",
         }
-        self.session = json.loads(SMOKE_REQUEST.read_text())
+        # The session the deploy's smoke test sends: the contract's example.
+        self.session = example_session()
         self.model_dir = self.work / "model"
 
     def run(

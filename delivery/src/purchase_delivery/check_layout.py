@@ -11,9 +11,10 @@ The contract checked (paths relative to the checkout):
 
 - ``--config PATH``: a pyproject.toml whose ``[tool.purchase-predict]`` table is valid
   (``purchase_contract.config.load_config``: ``model_name``, ``experiment_name``, ``image_name``, ...).
-- ``--api-directory DIR``: ``DIR/smoke_request.json``, a JSON object (the body of the smoke
-  test's ``POST /predict``), and ``DIR/Dockerfile`` unless ``--no-dockerfile`` (a rollback
-  deploys an image that exists and builds nothing).
+- ``--api-directory DIR``: ``DIR/Dockerfile`` unless ``--no-dockerfile`` (a rollback deploys
+  an image that exists and builds nothing).
+- ``--smoke-request PATH``: a JSON object, the body of the smoke test's ``POST /predict``
+  (without it the deploy sends the contract's example session).
 - ``--project-directory DIR``: a Kedro project, ``DIR/pyproject.toml`` with ``[tool.kedro]``
   (what ``kedro run`` looks for), and its configuration ``DIR/conf/base`` (plus
   ``DIR/conf/<env>`` with ``--kedro-env``). The workflow reads
@@ -57,30 +58,32 @@ def check_api(directory: str, *, dockerfile: bool) -> list[str]:
     root = Path(directory)
     if not root.is_dir():
         return [f"api-directory {directory} is not a directory of the checkout"]
-    problems = []
     if dockerfile and not (root / "Dockerfile").is_file():
-        problems.append(
-            f"{directory}/Dockerfile is missing: the image is built from it, with the build "
-            f"context {directory} and the model baked into {directory}/model"
-        )
-    smoke = root / "smoke_request.json"
-    if not smoke.is_file():
-        problems.append(
-            f"{directory}/smoke_request.json is missing: the smoke test POSTs it to /predict "
-            "of the new revision before any traffic moves (a JSON object)"
-        )
-    else:
-        try:
-            body = json.loads(smoke.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            problems.append(f"{directory}/smoke_request.json is not JSON: {err}")
-        else:
-            if not isinstance(body, dict):
-                problems.append(
-                    f"{directory}/smoke_request.json must be a JSON object (the /predict body), "
-                    f"got {type(body).__name__}"
-                )
-    return problems
+        return [
+            f"{directory}/Dockerfile is missing: the image is built from it, with the repository "
+            f"root as the build context and the model baked into {directory}/model"
+        ]
+    return []
+
+
+def check_smoke_request(path: str) -> list[str]:
+    """Problems with the caller's smoke request, the body POSTed to the new revision."""
+    try:
+        body = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError:
+        return [
+            f"smoke-request {path} is missing: the smoke test POSTs it to /predict of the new "
+            "revision before any traffic moves (a JSON object; leave the input empty to send the "
+            "contract's example session)"
+        ]
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return [f"smoke-request {path} is not JSON: {err}"]
+    if not isinstance(body, dict):
+        return [
+            f"smoke-request {path} must be a JSON object (the /predict body), "
+            f"got {type(body).__name__}"
+        ]
+    return []
 
 
 def check_kedro(directory: str, kedro_env: str = "") -> tuple[list[str], list[str]]:
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.api_directory:
         problems += check_api(args.api_directory, dockerfile=args.dockerfile)
         checked.append(f"API project {args.api_directory}")
+    if args.smoke_request:
+        problems += check_smoke_request(args.smoke_request)
+        checked.append(f"smoke request {args.smoke_request}")
     if args.project_directory:
         found, warned = check_kedro(args.project_directory, args.kedro_env)
         problems += found
@@ -166,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="dockerfile",
         action="store_false",
         help="do not require a Dockerfile (a rollback builds nothing)",
+    )
+    parser.add_argument(
+        "--smoke-request", default="", help="the body of the smoke test's POST /predict (JSON)"
     )
     parser.add_argument("--project-directory", default="", help="the Kedro project (train.yml)")
     parser.add_argument("--kedro-env", default="", help="the Kedro environment of the run")

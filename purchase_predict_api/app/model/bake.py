@@ -26,7 +26,8 @@ PROG = "bake_model.py"
 EPILOG = """\
 outputs (key=value lines on stdout, appended to $GITHUB_OUTPUT when it is set):
   model-name, model-version, model-alias, run-id, decision-threshold,
-  model-uri (models:/<name>/<version>), model-dir
+  model-uri (models:/<name>/<version>), model-dir, f1 (the training run's test F1,
+  empty when it logged none)
 
 then, for example (the build context is the repository root):
   docker build . --file purchase_predict_api/Dockerfile \\
@@ -43,7 +44,17 @@ def bake(model_uri: str, out_dir: Path, *, tracking_uri: str) -> ModelMeta:
     return fetch_model(model_uri, out_dir, tracking_uri=tracking_uri)
 
 
-def outputs(meta: ModelMeta, out_dir: Path) -> dict[str, str]:
+def training_f1(meta: ModelMeta, *, tracking_uri: str) -> str:
+    """The test F1 the version's training run logged ("" when none), for the deploy summary."""
+    if not meta.run_id:
+        return ""
+    from mlflow import MlflowClient  # noqa: PLC0415 - MLflow is there: the bake used it
+
+    metrics = MlflowClient(tracking_uri=tracking_uri).get_run(meta.run_id).data.metrics
+    return str(metrics.get("f1", ""))
+
+
+def outputs(meta: ModelMeta, out_dir: Path, *, f1: str = "") -> dict[str, str]:
     """The step outputs of a bake, as strings."""
     return {
         "model-name": meta.name,
@@ -53,6 +64,7 @@ def outputs(meta: ModelMeta, out_dir: Path) -> dict[str, str]:
         "decision-threshold": f"{meta.decision_threshold:g}",
         "model-uri": meta.model_uri,
         "model-dir": str(out_dir),
+        "f1": f1,
     }
 
 
@@ -61,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         model_uri = args.model_uri or _environment_uri(args.environment)
-        meta = bake(model_uri, args.out, tracking_uri=args.tracking_uri or tracking_uri())
+        uri = args.tracking_uri or tracking_uri()
+        meta = bake(model_uri, args.out, tracking_uri=uri)
     except (ConfigError, ModelSourceError) as err:
         sys.stderr.write(f"{PROG}: {err}\n")
         return 2
-    write_outputs(outputs(meta, args.out))
+    write_outputs(outputs(meta, args.out, f1=training_f1(meta, tracking_uri=uri)))
     alias = f" (`@{meta.alias}`)" if meta.alias else ""
     append_summary(
         f"Baked model `{meta.name}` version **{meta.version}**{alias}, run `{meta.run_id}`, "

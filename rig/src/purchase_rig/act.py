@@ -154,11 +154,6 @@ def prepare_repo(
     cloud = dest / "purchase_predict" / "conf" / "cloud"
     cloud.mkdir(parents=True, exist_ok=True)
     (cloud / "README.md").write_text("A cloud environment's catalog (placeholder for act tests)\n")
-    smoke = root / "purchase_predict_api" / "smoke_request.json"
-    if smoke.exists():
-        shutil.copy2(smoke, dest / "purchase_predict_api" / "smoke_request.json")
-    else:  # the fake API of fake_docker.py takes any JSON object
-        (dest / "purchase_predict_api" / "smoke_request.json").write_text('{"placeholder": true}\n')
 
     first = _commit_new_repo(dest, "master", "first")
     git(dest, "branch", "staging")

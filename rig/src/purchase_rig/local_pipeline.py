@@ -50,7 +50,6 @@ from purchase_rig.pipeline_plumbing import (
     LOCAL_PROJECT,
     LOG_TAIL_LINES,
     ROOT,
-    SMOKE_REQUEST,
     TRAINING_DIR,
     PipelineError,
 )
@@ -68,7 +67,6 @@ __all__ = [
     "PRIMARY",
     "RAW_EVENTS",
     "ROOT",
-    "SMOKE_REQUEST",
     "TRAINING_DIR",
     "TRAINING_INPUTS",
     "TRAINING_RUN",

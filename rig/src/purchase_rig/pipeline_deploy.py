@@ -15,7 +15,6 @@ from purchase_rig.pipeline_plumbing import (
     BAKED_MODEL_DIR,
     LOCAL_PROJECT,
     ROOT,
-    SMOKE_REQUEST,
     PipelineError,
     StagePlumbing,
     build_digest,
@@ -134,7 +133,7 @@ class DeployStages(StagePlumbing):
                     "FIRST_DEPLOY": deployed["first-deploy"],
                     "PREVIOUS_TRAFFIC": deployed["previous-traffic"],
                     "CUSTOM_AUDIENCE": "",
-                    "SMOKE_REQUEST": str(SMOKE_REQUEST),
+                    "SMOKE_REQUEST": str(self.smoke_request),
                     "IDENTITY_TOKEN": "local-stand-in",
                     "IDENTITY_TOKEN_COMMAND": "",
                     "SMOKE_TIMEOUT": "120",
@@ -152,7 +151,7 @@ class DeployStages(StagePlumbing):
     def reach_lines(self, deployed: dict[str, str]) -> list[str]:
         """curl lines that work as printed: the service and tag URLs through the stand-in's
         proxy, and the revision's container on loopback."""
-        proxy, request = self.env["STANDIN_PROXY"], rel(SMOKE_REQUEST)
+        proxy, request = self.env["STANDIN_PROXY"], rel(self.smoke_request)
         json_body = f"-H 'Content-Type: application/json' -d @{request}"
         lines = [
             "The service URL resolves only through the Cloud Run stand-in (an HTTP proxy):",

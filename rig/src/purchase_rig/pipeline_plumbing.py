@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from purchase_contract.features import example_session
 from purchase_rig import REPO_ROOT
 
 ROOT = REPO_ROOT
 TRAINING_DIR = ROOT / "purchase_predict"
 API_DIR = ROOT / "purchase_predict_api"
-SMOKE_REQUEST = API_DIR / "smoke_request.json"
 LOG_TAIL_LINES = 25
 # The bake's output, relative to the repository root (the image's build context), where the
 # Dockerfile's MODEL_DIR default expects it.
@@ -103,6 +103,16 @@ class StagePlumbing:
             )
             return dict(line.split("=", 1) for line in out.read().splitlines() if "=" in line)
 
+    @property
+    def smoke_request(self) -> Path:
+        """The contract's example session in the state directory: the body the deploy
+        workflow's smoke test sends (deploy-api.yml without a ``smoke-request`` input)."""
+        path = self.state / "smoke-request.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(example_session(), indent=2) + "\n", encoding="utf-8")
+        return path
+
     @staticmethod
     def git(*args: str) -> str:
         """git in the checkout the pipeline runs (``local_pipeline.Pipeline.git``)."""
@@ -114,7 +124,7 @@ class StagePlumbing:
         )
         request = urllib.request.Request(
             f"{url}/predict",
-            data=SMOKE_REQUEST.read_bytes(),
+            data=self.smoke_request.read_bytes(),
             headers={"Content-Type": "application/json"},
         )
         with opener.open(request, timeout=30) as resp:
