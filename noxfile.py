@@ -143,7 +143,7 @@ def _train(session: nox.Session, *kedro_args: str) -> dict:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check over the whole repository."""
+    """Ruff, actionlint (with shellcheck) and zizmor over the whole repository."""
     _install_group(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -159,7 +159,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 @nox.parametrize("suite", ["training", "api"])
 def tests(session: nox.Session, suite: str) -> None:
-    """Test suites: training (Kedro project, delivery, rig, bench) and api (the service alone)."""
+    """Tests without Docker: suite training (Kedro, contract, delivery, rig, bench) or api."""
     _install_group(session, "test")
     if suite == "training":
         _install_training(session)
@@ -177,8 +177,10 @@ def tests(session: nox.Session, suite: str) -> None:
 
 @nox.session(python=PYTHON)
 def e2e(session: nox.Session) -> None:
-    """Offline end-to-end suite: the API image test, then the workflows run by act, on the
-    real local cloud (docker engine, registry, MLflow server, Cloud Run stand-in + gcloud)."""
+    """End-to-end, offline: the API image, then the workflows under act, on the local cloud.
+
+    The local cloud is real: a Docker engine, a registry, an MLflow server, the Cloud Run
+    stand-in reached by the real gcloud; all of it is stopped when the session ends."""
     _install_group(session, "test")
     _install_training(session)
     # The API image test's fixtures, and uv for the workflows' setup-uv stand-in.
@@ -212,9 +214,11 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks, not tests: our API vs `mlflow models serve`, cold start, batch, image size,
-    feature step at 1 M and 10 M events, local pipeline; writes docs/benchmarks.md.
-    Options after `--`, e.g. `nox -s bench -- --only serving,batch` (see --help)."""
+    """Benchmarks (ratios against an anchor of the same run); writes docs/benchmarks.md.
+
+    Our API vs `mlflow models serve`, cold start, batch, image size, the feature step at 1 M
+    and 10 M events, the local pipeline. Options after `--`, e.g.
+    `nox -s bench -- --only serving,batch` (see --help)."""
     _install_training(session)
     _install_local(session, "bench", "purchase_predict_api[model]")
     # Byte-compiled, as pip installs and as the API image is: uv does not compile by default
@@ -243,7 +247,8 @@ def train(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def pipeline(session: nox.Session) -> None:
-    """Local pre-production pipeline: train, promote, bake, build, push, deploy, smoke, route.
+    """The whole pipeline, locally: train, promote, bake, build, push, deploy, smoke, route.
+
     `-- --no-docker` serves with uvicorn instead; `-- --help` lists the options."""
     _install_training(session)
     session.install("-e", f"{API_DIR}[model]")  # the uvicorn fallback reads the MLflow format

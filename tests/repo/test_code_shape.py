@@ -66,3 +66,25 @@ if __name__ == "__main__":
             for line in _too_long(path):
                 print(line)  # noqa: T201
     raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
+
+
+def _nox_sessions() -> dict[str, str]:
+    """Session function name -> docstring, read from the noxfile (nox itself is not needed)."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8"))
+    return {
+        node.name: ast.get_docstring(node) or ""
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any("session" in ast.unparse(decorator) for decorator in node.decorator_list)
+    }
+
+
+def test_nox_list_reads_as_a_menu() -> None:
+    # `nox -l` shows the first line of each docstring: it must say it all, in one sentence.
+    sessions = _nox_sessions()
+    assert {"lint", "tests", "e2e", "bench", "train", "pipeline", "serve"} <= set(sessions)
+    for name, doc in sessions.items():
+        first = doc.split("\n", 1)[0]
+        assert first and first.endswith("."), f"nox session {name}: {first!r}"
+        assert len(first) <= 100, f"nox session {name}: its first line is {len(first)} long"
+        assert doc == first or doc.split("\n")[1] == "", f"nox session {name}: no blank line"
