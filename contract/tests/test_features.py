@@ -45,6 +45,13 @@ def test_every_example_is_inside_its_bounds(spec) -> None:
     assert value < spec.maximum if spec.maximum_exclusive else value <= spec.maximum
 
 
+@pytest.mark.parametrize("spec", FEATURES, ids=lambda f: f.name)
+def test_every_feature_says_how_it_is_computed(spec) -> None:
+    # docs/features.md lists the definitions; docs/data-contract.md no longer repeats them.
+    assert spec.definition.endswith(".") and len(spec.definition) > len(spec.name)
+    assert f"- `{spec.name}`: {spec.definition}\n" in features_markdown()
+
+
 def test_an_unknown_feature_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="known: product_id, brand"):
         feature("colour")

@@ -31,6 +31,11 @@ def feature_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def definitions() -> str:
+    """How the feature step computes each feature, one bullet a feature."""
+    return "".join(f"- `{f.name}`: {f.definition}\n" for f in FEATURES)
+
+
 def raw_event_table() -> str:
     """The raw event columns as a Markdown table."""
     rows = ["| column | kind | may be missing | meaning |", "|---|---|---|---|"]
@@ -49,6 +54,11 @@ def features_markdown() -> str:
         [
             HEADER.format(identifiers=identifiers, label=LABEL),
             feature_table(),
+            "## How the feature step computes them\n",
+            "For one pair (a session and a product it carted), from its raw events; the terms "
+            "(pair, first cart event, session user) and the edge cases are in "
+            "docs/data-contract.md.\n",
+            definitions(),
             "## An example session\n",
             "The request body of the deploy's smoke test and of the examples in docs/api.md:\n",
             f"```json\n{example}\n```\n",

@@ -46,6 +46,8 @@ class Feature:
     lowercase: bool = False
     # False for identifiers the model receives but ignores (product_id).
     model_input: bool = True
+    # How the feature step computes it from the raw events of a pair (docs/features.md).
+    definition: str = ""
 
     @property
     def categorical(self) -> bool:
@@ -70,8 +72,10 @@ class Feature:
         return f"{self.minimum} <= {self.kind} {upper} {self.maximum}"
 
 
-def _count(name: str, description: str, example: int) -> Feature:
-    return Feature(name, "integer", description, example, minimum=0, maximum=MAX_COUNT)
+def _count(name: str, description: str, example: int, definition: str) -> Feature:
+    return Feature(
+        name, "integer", description, example, minimum=0, maximum=MAX_COUNT, definition=definition
+    )
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -83,6 +87,7 @@ FEATURES: tuple[Feature, ...] = (
         minimum=0,
         maximum=MAX_PRODUCT_ID,
         model_input=False,
+        definition="The pair's product.",
     ),
     Feature(
         "brand",
@@ -90,6 +95,7 @@ FEATURES: tuple[Feature, ...] = (
         "Brand, trimmed and lower-cased as in training; null when unknown.",
         "apple",
         lowercase=True,
+        definition="`brand` of the first cart event, trimmed and lower-cased; empty becomes null.",
     ),
     Feature(
         "price",
@@ -99,14 +105,61 @@ FEATURES: tuple[Feature, ...] = (
         minimum=0,
         maximum=MAX_PRICE,
         maximum_exclusive=True,
+        definition="`price` of the first cart event (not of the views).",
     ),
-    _count("num_views_session", "Product views in this session.", 12),
-    _count("num_views_product", "Views of this product in this session.", 3),
-    Feature("category", "text", "Top-level category; null if unknown.", "electronics"),
-    Feature("sub_category", "text", "Sub-category; null if unknown.", "smartphone"),
-    Feature("hour", "integer", "Hour of the cart event.", 14, minimum=0, maximum=23),
-    Feature("minute", "integer", "Minute of the cart event.", 27, minimum=0, maximum=59),
-    Feature("weekday", "integer", "Day of the week, Monday = 0.", 2, minimum=0, maximum=6),
+    _count(
+        "num_views_session",
+        "Product views in this session.",
+        12,
+        "`view` events in the session, all products, duplicates removed.",
+    ),
+    _count(
+        "num_views_product",
+        "Views of this product in this session.",
+        3,
+        "`view` events of this product in the session, before or after the cart.",
+    ),
+    Feature(
+        "category",
+        "text",
+        "Top-level category; null if unknown.",
+        "electronics",
+        definition="First dot-separated part of the first cart event's `category_code` (`electronics`); null when the code is missing or empty.",
+    ),
+    Feature(
+        "sub_category",
+        "text",
+        "Sub-category; null if unknown.",
+        "smartphone",
+        definition="Second part (`smartphone`); null when the code is missing or has one part (`kids`). A third part is not used.",
+    ),
+    Feature(
+        "hour",
+        "integer",
+        "Hour of the cart event.",
+        14,
+        minimum=0,
+        maximum=23,
+        definition="Hour (UTC) of the first cart event.",
+    ),
+    Feature(
+        "minute",
+        "integer",
+        "Minute of the cart event.",
+        27,
+        minimum=0,
+        maximum=59,
+        definition="Minute of the first cart event.",
+    ),
+    Feature(
+        "weekday",
+        "integer",
+        "Day of the week, Monday = 0.",
+        2,
+        minimum=0,
+        maximum=6,
+        definition="Day of the week of the first cart event, **Monday = 0**, Sunday = 6.",
+    ),
     Feature(
         "duration",
         "number",
@@ -114,9 +167,20 @@ FEATURES: tuple[Feature, ...] = (
         431.0,
         minimum=0,
         maximum=MAX_DURATION_SECONDS,
+        definition="Session end minus session start, over all its events (views, carts, purchases of every product). 0 for a single-event session.",
     ),
-    _count("num_prev_sessions", "Earlier sessions of the user.", 4),
-    _count("num_prev_product_views", "Earlier views of this product by the user.", 1),
+    _count(
+        "num_prev_sessions",
+        "Earlier sessions of the user.",
+        4,
+        "Sessions of the same user that started **strictly before** this session started, carted or not.",
+    ),
+    _count(
+        "num_prev_product_views",
+        "Earlier views of this product by the user.",
+        1,
+        "`view` events of this product by the same user in those earlier sessions; 0 when none.",
+    ),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
