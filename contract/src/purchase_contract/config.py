@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from purchase_contract.command_line import read_document
+
 CONFIG_ENV_VAR = "PURCHASE_PREDICT_CONFIG"
 TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
 # The embedded MLflow store, relative to the pyproject, when the table names none.
@@ -126,12 +128,7 @@ def _has_table(path: Path) -> bool:
 def load_config(path: Path | None = None) -> ProjectConfig:
     """Read and validate ``[tool.purchase-predict]``; any problem is a one-line ConfigError."""
     path = path or config_path()
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    document = read_document(path, "", ConfigError, tomllib.loads, "valid TOML")
     table = document.get("tool", {}).get(_TABLE)
     if not isinstance(table, dict):
         raise ConfigError(f"{path} has no [tool.{_TABLE}] table")

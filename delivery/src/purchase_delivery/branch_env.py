@@ -18,6 +18,7 @@ from typing import Any
 
 import purchase_contract as contract
 import purchase_delivery as delivery
+from purchase_contract.command_line import command_parser, read_document
 from purchase_contract.config import ConfigError, Environment, ProjectConfig, load_config
 from purchase_contract.step_outputs import append_to, format_outputs
 
@@ -239,12 +240,7 @@ def _target(args: argparse.Namespace) -> Target:
     if args.ref is not None:
         return branch_from_ref(args.ref)
     path = Path(args.event_path)
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"cannot read event payload {path}: {err.strerror or err}") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"event payload {path} is not JSON: {err}") from None
+    payload = read_document(path, "event payload", InputError)
     if not isinstance(payload, dict):
         raise InputError(f"event payload {path} is not a JSON object")
     return target_from_event(payload, str(path))
@@ -264,15 +260,14 @@ def _scalar(value: Any) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="branch_env.py",
-        description=(
+    parser = command_parser(
+        "branch_env.py",
+        (
             "Map a git ref, a GitHub event payload or an environment name to the deployment "
             "environment's settings from [tool.purchase-predict] in the root pyproject.toml "
             "($PURCHASE_PREDICT_CONFIG overrides the file)."
         ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     parser.add_argument("ref", nargs="?", help="refs/heads/<branch> or a branch name")
     parser.add_argument("--event-path", metavar="FILE", help="GitHub event payload JSON")

@@ -32,6 +32,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from purchase_contract.command_line import command_parser
 from purchase_contract.config import ConfigError, load_config
 
 CONTRACT = "docs/workflows.md, section 'Calling the reusable workflows from another repository'"
@@ -162,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("check_layout.py", __doc__.split("\n\n")[0])
     parser.add_argument("--config", default="", help="pyproject.toml with [tool.purchase-predict]")
     parser.add_argument("--api-directory", default="", help="the API project (deploy-api.yml)")
     parser.add_argument(

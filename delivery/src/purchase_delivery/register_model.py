@@ -33,6 +33,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
+from purchase_contract.command_line import command_parser
 from purchase_contract.config import ConfigError, ProjectConfig, load_config, tracking_uri
 from purchase_contract.step_outputs import append_to, format_outputs
 
@@ -636,15 +637,14 @@ def _one_line(err: BaseException) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="register_model.py",
-        description=(
+    parser = command_parser(
+        "register_model.py",
+        (
             "Register a training run's model as a version of the configured model, tag its "
             "lineage, and move an environment's MLflow alias to it when it passes the F1 "
             "quality gate against the alias's current holder."
         ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="training run id (its model is at 'model')")

@@ -9,11 +9,11 @@ in the workflow's ``env:``); standard library only.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from purchase_contract.command_line import read_document
 from purchase_delivery.workflow_step import StepRefused, StepResult, is_true, run_steps
 
 DIRECTORY = re.compile(r"^[A-Za-z0-9._/-]+$")
@@ -98,27 +98,19 @@ def _google(env: Mapping[str, str]) -> tuple[str, str, str]:
 def training_run(env: Mapping[str, str]) -> StepResult:
     """``run-id``, ``model-version`` and ``f1`` of ``$TRAINING_RUN`` (``kedro run``'s record)."""
     path = Path(env.get("TRAINING_RUN", ""))
+    run = read_document(path, "the training record", StepRefused)
     try:
-        run = json.loads(path.read_text(encoding="utf-8"))
         outputs = {
             "run-id": str(run["run_id"]),
             "model-version": str(run["model_version"]),
             "f1": str(run["metrics"]["f1"]),
         }
-    except OSError as err:
-        raise StepRefused(
-            f"cannot read the training record {path}: {err.strerror or err}"
-        ) from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise StepRefused(
             f"{path} is not a training record (run_id, model_version, metrics.f1): {err!r}"
         ) from None
-    return StepResult(
-        outputs,
-        log=[
-            f"training run {outputs['run-id']}: version {outputs['model-version']}, test F1 {outputs['f1']}"
-        ],
-    )
+    line = f"training run {outputs['run-id']}: version {outputs['model-version']}"
+    return StepResult(outputs, log=[f"{line}, test F1 {outputs['f1']}"])
 
 
 def result(env: Mapping[str, str]) -> StepResult:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from purchase_contract.command_line import command_parser
 from purchase_contract.step_outputs import append_to
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -314,11 +315,10 @@ def _context(args: argparse.Namespace) -> Context:
 
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    parser = argparse.ArgumentParser(
-        prog="trigger_plan.py",
-        description="Check a triggering GitHub event and plan the API or Training run.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "trigger_plan.py",
+        "Check a triggering GitHub event and plan the API or Training run.",
+        EPILOG,
     )
     parser.add_argument("kind", choices=("api", "training"), help="which entry workflow plans")
     parser.add_argument("--environment", default="", help="resolved environment (empty: none)")

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from app.model.source import fetch_model
+from purchase_contract.command_line import command_parser
 from purchase_contract.config import ConfigError, load_config, tracking_uri
 from purchase_contract.model_dir import ModelMeta, ModelSourceError, alias_uri
 from purchase_contract.step_outputs import append_summary, write_outputs
@@ -94,14 +95,13 @@ def _environment_uri(environment: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
+    parser = command_parser(
+        PROG,
+        (
             "Resolve a registered model (by alias or version) to one version and download it, "
             "with model_meta.json, into the directory the API image is built with."
         ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-uri", help="models:/<name>@<alias> or models:/<name>/<version>")
