@@ -21,8 +21,14 @@ ACTIONS = sorted((ROOT / "actions").glob("*/action.yml"))
 # The stand-ins follow the same rules: they run in the same runner.
 ALL_ACTIONS = [*ACTIONS, *sorted(STAND_INS.glob("*/*/action.yml"))]
 FIXTURE_WORKFLOWS = sorted((Path(__file__).resolve().parent / "fixtures").glob("*.yml"))
+WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml"))
 REUSABLE = ("train.yml", "deploy-api.yml")
 ENTRY_WITH_PUSH = ("api.yml", "training.yml")
+
+
+def over(*paths: Path) -> pytest.MarkDecorator:
+    """Parametrize a test over files, each case named by the file's path in the repository."""
+    return pytest.mark.parametrize("path", paths, ids=lambda p: str(p.relative_to(ROOT)))
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -62,11 +68,7 @@ def test_remote_actions_are_pinned_to_a_commit_with_a_version_comment() -> None:
     assert len(names) == len(set(names)), sorted(pinned)
 
 
-@pytest.mark.parametrize(
-    "path",
-    [*sorted(WORKFLOWS.glob("*.yml")), *FIXTURE_WORKFLOWS, *ALL_ACTIONS],
-    ids=lambda p: str(p.relative_to(ROOT)),
-)
+@over(*WORKFLOW_FILES, *FIXTURE_WORKFLOWS, *ALL_ACTIONS)
 def test_run_blocks_read_inputs_from_the_environment_only(path: Path) -> None:
     for step in _steps(_load(path)):
         if "run" in step:
@@ -360,11 +362,7 @@ OUTPUT_READ = re.compile(r"\b(?:steps|needs|jobs)\.[\w-]+\.outputs\.([\w-]+)")
 THEIR_OUTPUTS = {"id_token", "credentials_file_path"}
 
 
-@pytest.mark.parametrize(
-    "path",
-    [*sorted(WORKFLOWS.glob("*.yml")), *FIXTURE_WORKFLOWS, *ACTIONS],
-    ids=lambda p: str(p.relative_to(ROOT)),
-)
+@over(*WORKFLOW_FILES, *FIXTURE_WORKFLOWS, *ACTIONS)
 def test_run_blocks_are_short(path: Path) -> None:
     for step in _steps(_load(path)):
         lines = step.get("run", "").rstrip("\n").count("\n") + 1 if "run" in step else 0
@@ -389,9 +387,7 @@ def _interface_names(document: dict[str, Any]) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize(
-    "path", [*sorted(WORKFLOWS.glob("*.yml")), *ACTIONS], ids=lambda p: str(p.relative_to(ROOT))
-)
+@over(*WORKFLOW_FILES, *ACTIONS)
 def test_inputs_and_outputs_are_kebab_case(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     names = [*_interface_names(_load(path)), *OUTPUT_READ.findall(text)]
