@@ -86,13 +86,9 @@ def deploy(repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Pat
 
 def _result(run: ActRun) -> dict[str, str]:
     """The action's outputs, as the fixture workflow's last step prints them."""
-    pairs = [
-        line.removeprefix("RESULT ").split("=", 1)
-        for line in run.lines()
-        if line.startswith("RESULT ")
-    ]
-    assert len(pairs) == 9, run.explain()
-    return {key.lower().replace("_", "-"): value for key, value in pairs}
+    result = run.printed("RESULT")
+    assert len(result) == 9, run.explain()
+    return result
 
 
 def _gcloud(cloud_run: dict[str, str], *args: str) -> str:

@@ -65,12 +65,7 @@ def _run(
 
 
 def _result(run: ActRun) -> dict[str, str]:
-    pairs = [
-        line.removeprefix("RESULT ").split("=", 1)
-        for line in run.lines()
-        if line.startswith("RESULT ")
-    ]
-    return {key.lower().replace("_", "-"): value for key, value in pairs}
+    return run.printed("RESULT")
 
 
 def _recorded(docker_state: dict[str, str], reference: str) -> dict:

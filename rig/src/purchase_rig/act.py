@@ -348,6 +348,16 @@ class ActRun:
             for line in r["msg"].splitlines()
         ]
 
+    def printed(self, prefix: str) -> dict[str, str]:
+        """``<prefix> KEY=value`` lines the steps printed, as ``{"key": value}`` (the fixture
+        workflows print an action's outputs so; ``KEY`` lower-cased, ``_`` as ``-``)."""
+        pairs = [
+            line.removeprefix(f"{prefix} ").split("=", 1)
+            for line in self.lines()
+            if line.startswith(f"{prefix} ")
+        ]
+        return {key.lower().replace("_", "-"): value for key, value in pairs}
+
     def summary(self, fragment: str = "") -> str:
         """What the jobs whose display path contains ``fragment`` wrote to the step summary."""
         return "".join(
