@@ -98,6 +98,10 @@ def test_bake_cli_writes_outputs_and_the_directory(
 ) -> None:
     github_output = tmp_path / "github_output"
     monkeypatch.setenv("GITHUB_OUTPUT", str(github_output))
+    from mlflow import MlflowClient  # noqa: PLC0415
+
+    # The test F1 the training run logged: the deploy summary shows it beside the version.
+    MlflowClient(registered_model.tracking_uri).log_metric(registered_model.run_id, "f1", 0.8125)
     out = tmp_path / "model"
     result = subprocess.run(
         [
@@ -117,6 +121,7 @@ def test_bake_cli_writes_outputs_and_the_directory(
 
     assert result.returncode == 0, result.stderr
     assert f"model-version={registered_model.version}\n" in result.stdout
+    assert "f1=0.8125\n" in result.stdout
     assert f"model-uri=models:/{registered_model.name}/1\n" in github_output.read_text()
     assert ModelMeta.read(out).run_id == registered_model.run_id
     assert load_model_dir(out).meta.version == "1"
