@@ -278,7 +278,7 @@ def serve(session: nox.Session) -> None:
     model_uri = f"models:/{env['model-name']}@{env['alias']}"
     tracking_uri, stop = _tracking_uri(session)
     port = os.environ.get("PORT", "8080")
-    session.log(f"serving {model_uri} from {tracking_uri} on http://127.0.0.1:{port}")
+    session.log(f"serving {model_uri} from {tracking_uri} on http://127.0.0.1:{port} (/docs)")
     try:
         session.run(
             "purchase-predict-api",
@@ -288,6 +288,8 @@ def serve(session: nox.Session) -> None:
                 "HOST": "127.0.0.1",
                 "PORT": port,
                 "GIT_SHA": _git("rev-parse", "HEAD") or "unknown",
+                # A developer's machine: the Swagger UI at /docs (off in the image).
+                "DOCS_UI": "true",
             },
         )
     finally:

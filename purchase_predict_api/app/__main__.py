@@ -25,6 +25,8 @@ def main() -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
+        # No "server: uvicorn" on every answer (docs/api.md, "What is exposed").
+        server_header=False,
         # Cloud Run sends SIGTERM and allows 10 s: finish in-flight requests within that.
         timeout_graceful_shutdown=8,
     )

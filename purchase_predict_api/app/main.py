@@ -23,7 +23,7 @@ from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.core.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
 from app.model.loading import load_model
-from app.models import MAX_BODY_BYTES
+from app.models import BODY_LIMIT_DETAIL, MAX_BODY_BYTES
 from purchase_contract.model_dir import ModelSourceError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.error("cannot load the model: %s", err)
             raise
         app.state.model = model
+        app.state.served_by = active.served_by(model.meta.name, model.meta.version)
         seconds = time.perf_counter() - started
         logger.info(
             "model %s version %s loaded in %.2f s",
@@ -72,20 +73,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.model = None
 
+    docs_ui = _docs_ui(settings)
     app = FastAPI(
         title="purchase-predict API",
         version=__version__,
         description="Probability that a carted product is purchased, from the registered model.",
         lifespan=lifespan,
+        # What a production prediction service exposes (docs/api.md, "What is exposed"): the
+        # schema always; the Swagger UI, whose scripts come from a CDN, only when asked for;
+        # no ReDoc, no OAuth2 redirect page (there is no OAuth2), and no trailing-slash
+        # redirect (it would reflect the request's Host header into Location).
+        docs_url="/docs" if docs_ui else None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.model = None
+    app.state.served_by = {}
     app.include_router(api_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES, detail=BODY_LIMIT_DETAIL)
     # Added last, so outermost: refused (413) and failed requests are logged too.
     app.add_middleware(RequestLogMiddleware)
     return app
+
+
+def _docs_ui(settings: Settings | None) -> bool:
+    """``DOCS_UI`` of ``settings``, else of the environment (False while the environment is
+    invalid: the lifespan then stops the process with the reason)."""
+    if settings is not None:
+        return settings.docs_ui
+    try:
+        return get_settings().docs_ui
+    except ValidationError:
+        return False
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

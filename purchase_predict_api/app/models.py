@@ -36,8 +36,14 @@ from purchase_contract.features import (
 
 # Largest batch one request may carry (the 10,000-session benchmark fits).
 MAX_SESSIONS = 10_000
-# Request body limit: a full batch with every string at its longest stays below it.
+# Request body limit: a full batch with every string at its longest (in ASCII) stays below it.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# The 413 answer: the limit, and why (a batch of long non-ASCII text may not fit).
+BODY_LIMIT_DETAIL = (
+    f"request body larger than {MAX_BODY_BYTES} bytes (8 MiB, which holds {MAX_SESSIONS:,} "
+    f"sessions with every text field at its {MAX_TEXT_LENGTH} characters in ASCII; non-ASCII "
+    "text takes up to 4 bytes a character, 12 as \\u escapes): send fewer sessions per request"
+)
 
 
 def _whole_number(value: float) -> int:

@@ -46,3 +46,29 @@ def test_version_names_the_build_and_the_model(client: TestClient, registered_mo
         "model_run_id": registered_model.run_id,
         "model_uri": f"models:/{registered_model.name}/{registered_model.version}",
     }
+
+
+def test_every_answer_names_the_image_and_model_that_gave_it(
+    baked_settings: Settings, registered_model
+) -> None:
+    # Probes of a canary and request logs attribute each answer to a revision by these.
+    settings = baked_settings.model_copy(update={"k_revision": "api-staging-00007-abc"})
+    served_by = {
+        "purchase-predict-image-tag": "test-tag",
+        "purchase-predict-model": f"{registered_model.name}/{registered_model.version}",
+        "purchase-predict-revision": "api-staging-00007-abc",
+    }
+    with TestClient(create_app(settings)) as client:
+        answers = [client.get("/ready"), client.post("/predict", json=SESSION_EXAMPLE)]
+    for answer in answers:
+        assert answer.status_code == 200
+        assert {k: answer.headers.get(k) for k in served_by} == served_by
+
+
+def test_without_cloud_run_there_is_no_revision_header(client: TestClient) -> None:
+    answer = client.post("/predict", json=SESSION_EXAMPLE)
+    assert answer.headers["purchase-predict-image-tag"] == "test-tag"
+    assert "purchase-predict-revision" not in answer.headers
+    # Before the model is loaded nothing names a model.
+    unloaded = TestClient(create_app(Settings(model_path="/nowhere"))).get("/ready")
+    assert "purchase-predict-model" not in unloaded.headers

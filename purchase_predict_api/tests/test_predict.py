@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from app.model.compiled import CompiledPipeline
 from app.model.frame import FEATURE_COLUMNS, sessions_frame
 from app.models import (
+    BODY_LIMIT_DETAIL,
     MAX_BODY_BYTES,
     MAX_SESSIONS,
     MAX_TEXT_LENGTH,
@@ -279,7 +280,10 @@ def test_body_over_the_limit_is_413(client: TestClient) -> None:
     )
 
     assert response.status_code == 413
-    assert response.json() == {"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}
+    assert response.json() == {"detail": BODY_LIMIT_DETAIL}
+    # The answer says the limit and what to do about it.
+    assert f"larger than {MAX_BODY_BYTES} bytes" in BODY_LIMIT_DETAIL
+    assert BODY_LIMIT_DETAIL.endswith("send fewer sessions per request")
 
 
 def test_streamed_body_over_the_limit_is_413(client: TestClient) -> None:
@@ -294,13 +298,13 @@ def test_streamed_body_over_the_limit_is_413(client: TestClient) -> None:
     )
 
     assert response.status_code == 413
-    assert response.json() == {"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}
+    assert response.json() == {"detail": BODY_LIMIT_DETAIL}
 
 
 def test_every_status_is_declared_in_the_openapi_schema(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
 
-    assert set(paths["/predict"]["post"]["responses"]) == {"200", "400", "413", "422", "503"}
+    assert set(paths["/predict"]["post"]["responses"]) == {"200", "400", "413", "415", "422", "503"}
     assert set(paths["/ready"]["get"]["responses"]) == {"200", "503"}
     assert set(paths["/health"]["get"]["responses"]) == {"200"}
     assert set(paths["/version"]["get"]["responses"]) == {"200"}

@@ -35,6 +35,25 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     git_sha: str = Field(default="unknown", description="Commit the image was built from.")
     image_tag: str = Field(default="unknown", description="Tag of the running image.")
+    docs_ui: bool = Field(
+        default=False,
+        description="Serve the Swagger UI at /docs (it loads its scripts from a CDN); "
+        "/openapi.json is always served.",
+    )
+    k_revision: str | None = Field(
+        default=None, description="Cloud Run revision serving (K_REVISION, set by Cloud Run)."
+    )
+
+    def served_by(self, model_name: str, model_version: str) -> dict[str, str]:
+        """Response headers naming who answered: the image tag, the model version, and the
+        Cloud Run revision when there is one (probes and logs attribute answers with them)."""
+        headers = {
+            "Purchase-Predict-Image-Tag": self.image_tag,
+            "Purchase-Predict-Model": f"{model_name}/{model_version}",
+        }
+        if self.k_revision:
+            headers["Purchase-Predict-Revision"] = self.k_revision
+        return headers
 
     @model_validator(mode="after")
     def _one_model_source(self) -> Settings:

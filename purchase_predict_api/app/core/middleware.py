@@ -15,10 +15,10 @@ logger = logging.getLogger("app.request")
 class BodySizeLimitMiddleware:
     """413 for a body over ``max_bytes``: early from Content-Length, else while it streams in."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, detail: str = "") -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.detail = f"request body larger than {max_bytes} bytes"
+        self.detail = detail or f"request body larger than {max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a declared oversize body unread; count the bytes of any other."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from app import __version__
 from app.api.deps import MODEL_NOT_LOADED, ModelDep, OptionalModelDep, SettingsDep
@@ -22,8 +22,9 @@ def health() -> Health:
     summary="The model is loaded",
     responses={503: {"model": ErrorMessage, "description": MODEL_NOT_LOADED}},
 )
-def ready(model: ModelDep) -> Readiness:
+def ready(model: ModelDep, request: Request, response: Response) -> Readiness:
     """200 once the model is loaded and predictions are served; 503 before."""
+    response.headers.update(request.app.state.served_by)
     return Readiness(model_name=model.meta.name, model_version=model.meta.version)
 
 

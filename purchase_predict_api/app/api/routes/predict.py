@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic_core import from_json, to_json
 
@@ -39,6 +40,13 @@ class _JSONBodyRequest(Request):
         return self._json
 
 
+def _is_json(media_type: str) -> bool:
+    """``application/json`` or ``application/<anything>+json``, parameters aside (FastAPI's
+    own rule for reading a body as JSON)."""
+    kind = media_type.split(";", 1)[0].strip().lower()
+    return kind == JSON_MEDIA_TYPE or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 class _JSONBodyRoute(APIRoute):
     """FastAPI's documented hook for a custom request class (see ``_JSONBodyRequest``)."""
 
@@ -47,6 +55,11 @@ class _JSONBodyRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
+            media_type = request.headers.get("content-type", JSON_MEDIA_TYPE)
+            if not _is_json(media_type):
+                # FastAPI would validate the raw bytes: "Input should be a valid dictionary".
+                detail = f"Content-Type must be {JSON_MEDIA_TYPE}, got {media_type[:100]!r}"
+                return JSONResponse({"detail": detail}, status_code=415)
             return await handler(_JSONBodyRequest(request.scope, request.receive))
 
         return handle
@@ -60,8 +73,9 @@ router = APIRouter(tags=["predictions"], route_class=_JSONBodyRoute)
     summary="Purchase probability of carted sessions",
     response_model=PredictionResponse,
     responses={
-        400: {"model": ErrorMessage, "description": "body cannot be read as JSON text"},
+        400: {"model": ErrorMessage, "description": "body is not UTF-8 text"},
         413: {"model": ErrorMessage, "description": f"body larger than {MAX_BODY_BYTES} bytes"},
+        415: {"model": ErrorMessage, "description": f"Content-Type is not {JSON_MEDIA_TYPE}"},
         503: {"model": ErrorMessage, "description": MODEL_NOT_LOADED},
     },
 )
@@ -99,4 +113,6 @@ def predict(
         ],
     }
     # Probabilities are finite (the model is checked at load): NaN never needs writing.
-    return Response(to_json(answer), media_type=JSON_MEDIA_TYPE)
+    return Response(
+        to_json(answer), media_type=JSON_MEDIA_TYPE, headers=request.app.state.served_by
+    )
