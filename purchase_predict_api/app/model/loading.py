@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
 import platform
 import tempfile
@@ -52,6 +53,12 @@ PREPARED_FILE = "serving_model.pkl"
 PREPARED_RECORD = "serving_model.json"
 
 
+# Fetch mode: how long MLflow's client may try before the start fails. Its defaults (7 retries,
+# backoff factor 2, 120 s a request) kept the port closed for 250 s and more with MLflow down.
+# About 15 s with these; the environment overrides them.
+FETCH_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 class ModelLoadError(ModelSourceError):
     """The model directory holds no usable model; the message is the one-line reason."""
 
@@ -76,6 +83,16 @@ def load_model(settings: Settings) -> LoadedModel:
     if settings.model_path is not None:
         return load_model_dir(settings.model_path)
     # Settings guarantee MODEL_URI is set when MODEL_PATH is not.
+    for name, value in FETCH_BOUNDS.items():
+        os.environ.setdefault(name, value)
+    logger.info(
+        "fetching %s from %s (at most %s retries, %s s a request: "
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT)",
+        settings.model_uri,
+        settings.mlflow_tracking_uri,
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"],
+    )
     with tempfile.TemporaryDirectory(prefix="purchase-predict-model-") as tmp:
         fetch_model(str(settings.model_uri), Path(tmp), tracking_uri=settings.mlflow_tracking_uri)
         # Fully read into memory: the temporary copy can go.
