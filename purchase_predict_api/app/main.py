@@ -28,6 +28,12 @@ from purchase_contract.model_dir import ModelSourceError
 
 logger = logging.getLogger(__name__)
 
+# What a production prediction service exposes (docs/api.md, "What is exposed"): the schema
+# always, the Swagger UI (its scripts come from a CDN) only with DOCS_UI; no ReDoc, no OAuth2
+# redirect page (there is no OAuth2), and no trailing-slash redirect (it would reflect the
+# request's Host header into Location).
+EXPOSURE = {"redoc_url": None, "swagger_ui_oauth2_redirect_url": None, "redirect_slashes": False}
+
 # Allocations between two young-generation garbage collections (Python's default: 700).
 GC_YOUNG_THRESHOLD = 100_000
 
@@ -73,20 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.model = None
 
-    docs_ui = _docs_ui(settings)
     app = FastAPI(
         title="purchase-predict API",
         version=__version__,
         description="Probability that a carted product is purchased, from the registered model.",
         lifespan=lifespan,
-        # What a production prediction service exposes (docs/api.md, "What is exposed"): the
-        # schema always; the Swagger UI, whose scripts come from a CDN, only when asked for;
-        # no ReDoc, no OAuth2 redirect page (there is no OAuth2), and no trailing-slash
-        # redirect (it would reflect the request's Host header into Location).
-        docs_url="/docs" if docs_ui else None,
-        redoc_url=None,
-        swagger_ui_oauth2_redirect_url=None,
-        redirect_slashes=False,
+        docs_url="/docs" if _docs_ui(settings) else None,
+        **EXPOSURE,
     )
     app.state.settings = settings
     app.state.model = None
