@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from purchase_contract.config import ConfigError, load_config
 from purchase_contract.docs import feature_table, features_markdown
-from purchase_contract.features import example_session
+from purchase_contract.features import example_session_json
 
 GENERATED = Path("docs") / "features.md"
 
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "features":
         sys.stdout.write(feature_table())
     elif args.command == "example":
-        sys.stdout.write(json.dumps(example_session(), indent=2) + "\n")
+        sys.stdout.write(example_session_json())
     else:
         try:
             path = _generated_path()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from purchase_contract.events import RAW_COLUMNS
-from purchase_contract.features import FEATURES, IDENTIFIERS, LABEL, example_session
+from purchase_contract.features import FEATURES, IDENTIFIERS, LABEL, example_session_json
 
 HEADER = """\
 <!-- Generated from contract/src/purchase_contract (features.py, events.py):
@@ -49,7 +47,7 @@ def raw_event_table() -> str:
 def features_markdown() -> str:
     """The whole of ``docs/features.md``."""
     identifiers = " and ".join(f"`{name}`" for name in IDENTIFIERS)
-    example = json.dumps(example_session(), indent=2)
+    example = example_session_json().rstrip("\n")
     return "\n".join(
         [
             HEADER.format(identifiers=identifiers, label=LABEL),

@@ -8,6 +8,7 @@ the request model, the example session and ``docs/features.md`` follow from this
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -207,3 +208,9 @@ def feature(name: str) -> Feature:
 def example_session() -> dict[str, int | float | str]:
     """One valid session, every feature at its example value, in contract order."""
     return {f.name: f.example for f in FEATURES}
+
+
+def example_session_json() -> str:
+    """The example session as indented JSON with a final newline: what
+    ``python -m purchase_contract example`` prints and the deploy's smoke test sends."""
+    return json.dumps(example_session(), indent=2) + "\n"

@@ -10,12 +10,11 @@ did into the workflow's outputs and the job summary. Both read the step's enviro
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from purchase_contract.features import example_session
+from purchase_contract.features import example_session_json
 from purchase_contract.images import image_path, image_reference, registry_host
 from purchase_contract.model_dir import alias_uri, version_uri
 from purchase_delivery.workflow_step import StepRefused, StepResult, is_true, run_steps
@@ -120,7 +119,7 @@ def smoke_request(env: Mapping[str, str]) -> Path:
     if given := env.get("SMOKE_REQUEST", ""):
         return Path(given)
     path = Path(env.get("RUNNER_TEMP") or ".") / "smoke-request.json"
-    path.write_text(json.dumps(example_session()) + "\n", encoding="utf-8")
+    path.write_text(example_session_json(), encoding="utf-8")
     return path.resolve()
 
 

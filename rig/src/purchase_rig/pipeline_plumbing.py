@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from purchase_contract.features import example_session
+from purchase_contract.features import example_session_json
 from purchase_rig import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -110,7 +110,7 @@ class StagePlumbing:
         path = self.state / "smoke-request.json"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(example_session(), indent=2) + "\n", encoding="utf-8")
+            path.write_text(example_session_json(), encoding="utf-8")
         return path
 
     @staticmethod
