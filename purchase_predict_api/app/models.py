@@ -40,7 +40,8 @@ MAX_SESSIONS = 10_000
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # The 413 answer: the limit, and why (a batch of long non-ASCII text may not fit).
 BODY_LIMIT_DETAIL = (
-    f"request body larger than {MAX_BODY_BYTES} bytes (8 MiB, which holds {MAX_SESSIONS:,} "
+    f"request body larger than {MAX_BODY_BYTES} bytes ({MAX_BODY_BYTES / 2**20:g} MiB, which "
+    f"holds {MAX_SESSIONS:,} "
     f"sessions with every text field at its {MAX_TEXT_LENGTH} characters in ASCII; non-ASCII "
     "text takes up to 4 bytes a character, 12 as \\u escapes): send fewer sessions per request"
 )

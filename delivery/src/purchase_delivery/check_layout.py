@@ -27,12 +27,11 @@ Exit status: 0 the layout holds; 1 something is missing (one ``::error`` line pe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tomllib
 from pathlib import Path
 
-from purchase_contract.command_line import command_parser
+from purchase_contract.command_line import command_parser, read_document
 from purchase_contract.config import ConfigError, load_config
 
 CONTRACT = "docs/workflows.md, section 'Calling the reusable workflows from another repository'"
@@ -69,16 +68,16 @@ def check_api(directory: str, *, dockerfile: bool) -> list[str]:
 
 def check_smoke_request(path: str) -> list[str]:
     """Problems with the caller's smoke request, the body POSTed to the new revision."""
-    try:
-        body = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError:
+    if not Path(path).is_file():
         return [
             f"smoke-request {path} is missing: the smoke test POSTs it to /predict of the new "
             "revision before any traffic moves (a JSON object; leave the input empty to send the "
             "contract's example session)"
         ]
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        return [f"smoke-request {path} is not JSON: {err}"]
+    try:
+        body = read_document(Path(path), "smoke-request", ValueError)
+    except ValueError as err:  # unreadable, not UTF-8 or not JSON: one line naming the file
+        return [str(err)]
     if not isinstance(body, dict):
         return [
             f"smoke-request {path} must be a JSON object (the /predict body), "

@@ -17,9 +17,9 @@ from pathlib import Path
 from purchase_contract.features import example_session_json
 from purchase_contract.images import image_path, image_reference, registry_host
 from purchase_contract.model_dir import alias_uri, version_uri
+from purchase_delivery.trigger_plan import FULL_SHA
 from purchase_delivery.workflow_step import StepRefused, StepResult, is_true, run_steps
 
-FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 VERSION = re.compile(r"^[0-9]+$")
 SETUP = "docs/gcp-setup.md"
 

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from purchase_contract.command_line import read_document
+from purchase_delivery.check_layout import TRAINING_RUN
 from purchase_delivery.workflow_step import StepRefused, StepResult, is_true, run_steps
 
 DIRECTORY = re.compile(r"^[A-Za-z0-9._/-]+$")
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-]*$")
 POSITIVE = re.compile(r"^[1-9][0-9]*$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-TRAINING_RUN = "data/08_reporting/training_run.json"
 SETUP = "docs/gcp-setup.md"
 
 
