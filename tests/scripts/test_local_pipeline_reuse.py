@@ -13,9 +13,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from purchase_contract.config import load_config
 from purchase_predict.pipelines.training.nodes import data_fingerprint
 from purchase_rig import local_pipeline
 from purchase_rig.act import git
+
+FALLBACK = load_config().fallback_environment
 
 
 @pytest.fixture
@@ -98,3 +101,29 @@ def test_any_changed_input_trains_anew(
         git(project["root"], "commit", "--quiet", "--allow-empty", "-m", "next")
 
     assert pipeline.reusable_version(pipeline.inputs_fingerprint()) is None
+
+
+def test_promotion_reads_the_gate_s_outputs_by_their_kebab_case_names(
+    registry: Any, training_run_json: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The promote stage runs scripts/register_model.py for real on the training record and
+    # reads its step outputs (model-name, model-version, candidate-f1, ...) to tag the version
+    # and fill the summary: an output renamed in one place only must fail here.
+    good = registry.runs["good"]
+    monkeypatch.setattr(
+        local_pipeline, "TRAINING_RUN", training_run_json(good, registry.model_name)
+    )
+    pipeline = _pipeline(tmp_path, registry, [])
+    pipeline.environment = {**pipeline.environment, "environment": FALLBACK}
+    pipeline.branch = "feature/registry-tests"
+    pipeline.inputs = "inputs-hash"
+
+    out = pipeline.promote(None)
+
+    assert (out["model-name"], out["model-version"]) == (registry.model_name, good.model_version)
+    tags = registry.client.get_model_version(registry.model_name, good.model_version).tags
+    assert tags[local_pipeline.INPUTS_TAG] == "inputs-hash"
+    assert pipeline.summary["model"].startswith(
+        f"{registry.model_name} version {good.model_version} @"
+    )
+    assert float(pipeline.summary["F1"].split()[0]) == pytest.approx(good.metrics["f1"], abs=1e-4)

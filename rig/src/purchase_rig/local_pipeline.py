@@ -215,7 +215,7 @@ class Pipeline(DeployStages):
             from mlflow import MlflowClient  # noqa: PLC0415
 
             MlflowClient(self.env["MLFLOW_TRACKING_URI"]).set_model_version_tag(
-                out["model_name"], out["model_version"], INPUTS_TAG, self.inputs
+                out["model-name"], out["model-version"], INPUTS_TAG, self.inputs
             )
         self.summary.update(
             {
@@ -247,7 +247,7 @@ class Pipeline(DeployStages):
         self.start_cloud()
         self.data()
         promoted = self.promote(self.train())
-        model_name, alias = promoted["model_name"], promoted["alias"]
+        model_name, alias = promoted["model-name"], promoted["alias"]
         if self.use_docker and (current := self.already_deployed(promoted["model-version"])):
             self.keep_serving(current, promoted["model-version"])
         elif self.use_docker:
