@@ -40,6 +40,8 @@ class Settings(BaseSettings):
         description="Serve the Swagger UI at /docs (it loads its scripts from a CDN); "
         "/openapi.json is always served.",
     )
+    # Cloud Run's container contract sets K_SERVICE, K_REVISION and K_CONFIGURATION in every
+    # revision (cloud.google.com/run/docs/container-contract#env-vars); the stand-in does too.
     k_revision: str | None = Field(
         default=None, description="Cloud Run revision serving (K_REVISION, set by Cloud Run)."
     )
