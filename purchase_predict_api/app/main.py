@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from app import __version__
 from app.api.main import api_router
 from app.core.config import Settings, get_settings
+from app.core.faults import start_faults
 from app.core.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
 from app.model.loading import load_model
 from app.models import BODY_LIMIT_DETAIL, MAX_BODY_BYTES
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         app.state.model = model
         app.state.served_by = active.served_by(model.meta.name, model.meta.version)
+        app.state.faults = start_faults(active.inject_faults)  # None unless INJECT_FAULTS
         seconds = time.perf_counter() - started
         logger.info(
             "model %s version %s loaded in %.2f s",
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.model = None
     app.state.served_by = {}
+    app.state.faults = None
     app.include_router(api_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES, detail=BODY_LIMIT_DETAIL)

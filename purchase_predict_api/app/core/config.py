@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.core.faults import Faults
 
 
 class Settings(BaseSettings):
@@ -45,6 +47,11 @@ class Settings(BaseSettings):
     k_revision: str | None = Field(
         default=None, description="Cloud Run revision serving (K_REVISION, set by Cloud Run)."
     )
+    inject_faults: str = Field(
+        default="",
+        description="Tests only: faults of POST /predict, e.g. error-rate=0.2,latency-ms=300,"
+        "skew=0.1 (app/core/faults.py); empty is off.",
+    )
 
     def served_by(self, model_name: str, model_version: str) -> dict[str, str]:
         """Response headers naming who answered: the image tag, the model version, and the
@@ -56,6 +63,12 @@ class Settings(BaseSettings):
         if self.k_revision:
             headers["Purchase-Predict-Revision"] = self.k_revision
         return headers
+
+    @field_validator("inject_faults")
+    @classmethod
+    def _faults_parse(cls, value: str) -> str:
+        Faults.parse(value)  # a bad item is a settings error: the process refuses to start
+        return value
 
     @model_validator(mode="after")
     def _one_model_source(self) -> Settings:

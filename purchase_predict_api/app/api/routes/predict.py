@@ -48,13 +48,20 @@ def _is_json(media_type: str) -> bool:
 
 
 class _JSONBodyRoute(APIRoute):
-    """FastAPI's documented hook for a custom request class (see ``_JSONBodyRequest``)."""
+    """FastAPI's documented hook for a custom request class (see ``_JSONBodyRequest``); also
+    where ``INJECT_FAULTS`` delays or fails a request (app/core/faults.py), off by default."""
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         """The route's handler, given the faster-parsing request."""
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
+            # INJECT_FAULTS (tests only): latency and injected 500s, before anything else.
+            faults = request.app.state.faults
+            if faults is not None:
+                injected = await faults.before_predict(request.app.state.served_by)
+                if injected is not None:
+                    return injected
             media_type = request.headers.get("content-type", JSON_MEDIA_TYPE)
             if not _is_json(media_type):
                 # FastAPI would validate the raw bytes: "Input should be a valid dictionary".
@@ -103,6 +110,8 @@ def predict(
     sessions = body if isinstance(body, list) else [body]
     request.state.sessions = len(sessions)
     probabilities = model.purchase_probabilities(sessions)
+    if (faults := request.app.state.faults) is not None:
+        probabilities = faults.skewed(probabilities)
     threshold = model.meta.decision_threshold
     answer = {
         "model_name": model.meta.name,
