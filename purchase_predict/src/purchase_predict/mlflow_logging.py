@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.models import infer_signature
@@ -24,6 +25,7 @@ from sklearn.pipeline import Pipeline
 
 from purchase_contract.config import tracking_uri
 from purchase_contract.features import FEATURE_NAMES, LABEL
+from purchase_contract.model_dir import REFERENCE_SAMPLE_ARTIFACT, ReferenceSample
 
 # Types inside the fitted Pipeline that skops does not trust by default; MLflow stores the list
 # in the MLmodel file so loading needs no extra argument.
@@ -35,6 +37,8 @@ SKOPS_TRUSTED_TYPES = [
 # Distributions the logged model needs at load time (pinned to the training versions).
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "lightgbm", "skops", "pandas", "numpy", "scipy")
 _SQLITE = "sqlite:///"
+# The reference sample: the first rows of the frozen test set (so the same rows every time).
+REFERENCE_SAMPLE_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,42 @@ def log_run_content(content: RunContent) -> None:
         mlflow.log_input(mlflow.data.from_pandas(rows, name=name, targets=LABEL), context=context)
 
 
+def _json_value(value: Any) -> Any:
+    """A feature value as JSON has it: missing (NaN, None, pd.NA) is None, NumPy is Python."""
+    if pd.isna(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def reference_sample(model: Pipeline, test_set: pd.DataFrame, run_id: str) -> ReferenceSample:
+    """The first test rows as JSON sessions and ``model``'s purchase probabilities for them."""
+    features = test_set[list(FEATURE_NAMES)].head(REFERENCE_SAMPLE_ROWS)
+    probabilities = model.predict_proba(features)[:, 1]
+    sessions = [
+        {name: _json_value(value) for name, value in row.items()}
+        for row in features.astype(object).to_dict(orient="records")
+    ]
+    return ReferenceSample(
+        model_uri="",
+        run_id=run_id,
+        sessions=sessions,
+        probabilities=[float(p) for p in probabilities],
+    )
+
+
+def log_reference_sample(model: Pipeline, test_set: pd.DataFrame) -> None:
+    """The reference sample of the active run, at the contract's ``REFERENCE_SAMPLE_ARTIFACT``."""
+    sample = reference_sample(model, test_set, mlflow.active_run().info.run_id)
+    artifact = PurePosixPath(REFERENCE_SAMPLE_ARTIFACT)
+    with tempfile.TemporaryDirectory() as directory:
+        path = sample.write(Path(directory) / artifact.name)
+        mlflow.log_artifact(str(path), artifact_path=str(artifact.parent))
+
+
 def log_model(model: Pipeline, test_set: pd.DataFrame, decision_threshold: float) -> ModelInfo:
-    """The Pipeline as an MLflow model (``predict_proba`` as pyfunc), threshold in its metadata."""
+    """The Pipeline as an MLflow model (``predict_proba`` as pyfunc), threshold in its metadata,
+    and its reference sample (:func:`log_reference_sample`) from the same in-memory model."""
+    log_reference_sample(model, test_set)
     test_features = test_set[list(FEATURE_NAMES)]
     signature_sample = test_features.head(200)
     signature = infer_signature(signature_sample, model.predict_proba(signature_sample))

@@ -20,7 +20,8 @@ from mlflow import MlflowClient
 
 from purchase_contract.config import DEFAULT_LOCAL_MLFLOW_STORE
 from purchase_contract.decision import METRIC_NAMES
-from purchase_contract.features import FEATURE_NAMES, LABEL
+from purchase_contract.features import FEATURE_DTYPES, FEATURE_NAMES, LABEL
+from purchase_contract.model_dir import REFERENCE_SAMPLE_ARTIFACT, ReferenceSample
 from purchase_predict.pipelines.training import create_pipeline
 from purchase_predict.pipelines.training.nodes import (
     data_fingerprint,
@@ -205,6 +206,31 @@ def test_run_artifacts_hold_plots_and_the_frozen_test_set(
     assert list(frozen.columns) == [*FEATURE_COLUMNS, LABEL]
     assert len(frozen) == 400
     pd.testing.assert_frame_equal(frozen, expected, check_dtype=False)
+
+
+def test_run_artifacts_hold_the_reference_sample_of_the_logged_model(
+    training_run: TrainingRun, client: MlflowClient, synthetic_primary: pd.DataFrame, tmp_path: Path
+) -> None:
+    record = training_run.record
+    path = client.download_artifacts(record["run_id"], REFERENCE_SAMPLE_ARTIFACT, str(tmp_path))
+    sample = ReferenceSample.read(Path(path))
+    _, test_set = split_train_test(synthetic_primary, 0.2, 42)
+    first_rows = test_set[FEATURE_COLUMNS].head(20)
+    logged = mlflow.sklearn.load_model(
+        f"models:/{record['registered_model_name']}/{record['model_version']}"
+    )
+    # The sessions as the API receives them: JSON, null for a missing text.
+    sessions = pd.DataFrame(sample.sessions, columns=FEATURE_COLUMNS).astype(FEATURE_DTYPES)
+
+    assert (sample.model_uri, sample.run_id) == ("", record["run_id"])
+    assert len(sample.sessions) == len(sample.probabilities) == 20
+    assert [list(session) for session in sample.sessions] == [FEATURE_COLUMNS] * 20
+    assert any(None in session.values() for session in sample.sessions)
+    pd.testing.assert_frame_equal(
+        sessions, first_rows.reset_index(drop=True).astype(FEATURE_DTYPES)
+    )
+    np.testing.assert_array_equal(sample.probabilities, logged.predict_proba(sessions)[:, 1])
+    np.testing.assert_array_equal(sample.probabilities, logged.predict_proba(first_rows)[:, 1])
 
 
 def test_registered_version_is_tagged_and_loads_as_pyfunc(
