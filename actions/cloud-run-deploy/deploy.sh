@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The three steps of actions/cloud-run-deploy: deploy (no traffic, tagged), smoke, traffic.
+# The steps of actions/cloud-run-deploy: deploy (no traffic, tagged), smoke, and (in Python)
+# the reference-sample check and the rollout.
 # Inputs arrive as environment variables (see action.yml); results go to $GITHUB_OUTPUT.
 set -euo pipefail
 
@@ -34,18 +35,6 @@ serving = [t for t in traffic if t.get("percent")]
 listed = ",".join("%s=%s" % (t.get("revisionName") or "latest", t["percent"]) for t in serving)
 top = max(serving, key=lambda t: t["percent"], default={}).get("revisionName", "")
 print(status.get("url", ""), tagged.get("url", ""), tagged.get("revisionName", ""), listed or "-", top, sep="|")
-' "$1"
-}
-
-# Prints the pipeline tags (sha-<7 hex>) of a service description on stdin, but the one given,
-# comma-separated.
-stale_tags() {
-  python3 -c '
-import json, re, sys
-keep = sys.argv[1]
-traffic = json.load(sys.stdin).get("status", {}).get("traffic") or []
-tags = sorted({t["tag"] for t in traffic if re.fullmatch(r"sha-[0-9a-f]{7}", t.get("tag", "")) and t["tag"] != keep})
-print(",".join(tags))
 ' "$1"
 }
 
@@ -189,31 +178,16 @@ smoke() {
   output result passed
 }
 
-traffic() {
-  if [[ "${TRAFFIC}" == latest ]]; then
-    run_gcloud run services update-traffic "${SERVICE}" --region "${REGION}" --to-latest
-  else
-    run_gcloud run services update-traffic "${SERVICE}" --region "${REGION}" --to-tags "${TAG}=100"
-  fi
-  echo "all traffic of ${SERVICE} now goes to ${REVISION}"
-
-  # Earlier deploys' tags go once traffic has moved: a tag keeps a revision addressable (and,
-  # with a revision-level minimum, warm). The revisions stay, for a rollback by name.
-  local described stale
-  described="$(run_gcloud run services describe "${SERVICE}" --region "${REGION}" --format json)"
-  stale="$(stale_tags "${TAG}" <<< "${described}")"
-  if [[ -n "${stale}" ]]; then
-    if run_gcloud run services update-traffic "${SERVICE}" --region "${REGION}" --remove-tags "${stale}"; then
-      echo "removed the earlier tags ${stale}"
-    else
-      echo "::warning title=cloud-run-deploy::could not remove the earlier tags ${stale} of ${SERVICE}"
-      stale=""
-    fi
-  fi
-  output removed-tags "${stale}"
+# The reference-sample check and the progressive rollout: scripts/rollout.py, from the same
+# commit as this action (two levels up), with its standard-library packages.
+rollout() {
+  local root
+  root="$(cd "${GITHUB_ACTION_PATH}/../.." && pwd)"
+  PYTHONPATH="${root}/contract/src:${root}/delivery/src" python3 "${root}/scripts/rollout.py" "$1"
 }
 
 case "${1:-}" in
-  deploy | smoke | traffic) "$1" ;;
-  *) fail "usage: deploy.sh deploy|smoke|traffic" ;;
+  deploy | smoke) "$1" ;;
+  rollout) rollout "${2:-}" ;;
+  *) fail "usage: deploy.sh deploy|smoke|rollout sample|rollout" ;;
 esac

@@ -35,6 +35,11 @@ def expected_outputs(env_name: str, branch: str | None = None) -> dict[str, str]
         "environment": env_name,
         "branch": branch or table["branch"],
         **{key: str(table[key.replace("-", "_")]) for key in [*keys.split(), "concurrency"]},
+        # The rollout's settings as the workflows read them (docs/workflows.md).
+        "traffic-steps": ",".join(str(s) for s in table["traffic_steps"]),
+        "observe-seconds": str(table["observe_seconds"]),
+        "metrics-delay-seconds": str(table["metrics_delay_seconds"]),
+        "allow-faults": str(table["allow_faults"]).lower(),
         "model-name": SETTINGS["model_name"],
         "image-name": SETTINGS["image_name"],
         "gate-f1-tolerance": str(float(SETTINGS["gate_f1_tolerance"])),

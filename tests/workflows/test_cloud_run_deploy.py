@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -26,7 +27,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from purchase_rig.act import ActRun, prepare_repo, project_settings, run_act
+from purchase_contract.features import example_session
+from purchase_rig.act import ActRun, git, prepare_repo, project_settings, run_act
+from purchase_rig.fake_docker import fake_probability
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REGION = "europe-west1"
@@ -37,10 +40,19 @@ CUSTOM_AUDIENCES = "run.googleapis.com/custom-audiences"
 Deploy = Callable[..., ActRun]
 
 
+SAMPLE = "reference-sample.json"
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("deploy") / "repo"
     prepare_repo(repo, extra_workflows=(FIXTURES / "cloud-run-deploy.yml",))
+    # A reference sample as training writes it, with what the fake revisions' model answers.
+    sessions = [{**example_session(), "minute": minute} for minute in range(5)]
+    sample = {"sessions": sessions, "probabilities": [fake_probability(s) for s in sessions]}
+    (repo / SAMPLE).write_text(json.dumps(sample))
+    git(repo, "add", SAMPLE)
+    git(repo, "commit", "--quiet", "--message", "reference sample")
     return repo
 
 
@@ -54,14 +66,17 @@ def _deploy(
     image: str,
     min_instances: str = "0",
     identity_token: str = "",
+    **rollout: str,
 ) -> ActRun:
-    """Run the fixture workflow: actions/cloud-run-deploy of ``image`` to ``service``."""
+    """Run the fixture workflow: actions/cloud-run-deploy of ``image`` to ``service``;
+    ``rollout`` are more of its inputs (``traffic_steps="10,50,100"``, ``faults=...``)."""
     inputs = {
         "service": service,
         "image": image,
         "git-sha": os.urandom(20).hex(),
         "min-instances": min_instances,
         "identity-token": identity_token,
+        **{key.replace("_", "-"): value for key, value in rollout.items()},
     }
     return run_act(
         repo,
@@ -87,7 +102,7 @@ def deploy(repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Pat
 def _result(run: ActRun) -> dict[str, str]:
     """The action's outputs, as the fixture workflow's last step prints them."""
     result = run.printed("RESULT")
-    assert len(result) == 9, run.explain()
+    assert len(result) == 12, run.explain()
     return result
 
 
@@ -415,3 +430,112 @@ def test_api_rollback_redeploys_an_existing_image_through_deploy_api(
         in summary
     )
     assert "now serves" in run.summary("Report")
+
+
+def _rollout_rows(run: ActRun) -> list[str]:
+    """The rows of the rollout's summary table, one per observed step (act reports the step
+    summary twice)."""
+    rows = [line for line in run.summary().splitlines() if re.match(r"^\| \d+% \|", line)]
+    return list(dict.fromkeys(rows))
+
+
+@pytest.fixture
+def canary_service(deploy: Deploy) -> str:
+    """A service serving one good revision, for a rollout to replace."""
+    service = f"canary-{os.urandom(3).hex()}"
+    run = deploy(service=service, image=GOOD_IMAGE)
+    assert run.returncode == 0, run.explain()
+    return service
+
+
+def test_a_good_revision_goes_10_50_100_and_the_old_tag_is_removed(
+    canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
+) -> None:
+    (old,) = _serving(cloud_run, canary_service)
+    old_tags = set(_tags(cloud_run, canary_service))
+    run = deploy(
+        service=canary_service, image=GOOD_IMAGE, traffic_steps="10,50,100", reference_sample=SAMPLE
+    )
+    assert run.returncode == 0, run.explain()
+    result = _result(run)
+    assert result["sample-result"] == "passed"
+    assert result["rollout-result"] == "promoted"
+    assert result["rollout-report"] == "all steps passed"
+    rows = _rollout_rows(run)
+    assert [row.split("|")[1].strip() for row in rows] == ["10%", "50%", "100%"], run.summary()
+    # Figures come from the stand-in's Cloud Monitoring: at 10 % and 50 % the old revision
+    # served the rest of the probes (the split was real), at 100 % nothing.
+    served = [[int(n) for n in re.findall(r"(\d+) requests", row)] for row in rows]
+    assert all(new >= 20 for new, *_ in served), rows
+    assert served[0][1] > served[0][0] and served[1][1] > 0, rows
+    assert _serving(cloud_run, canary_service) == {result["revision"]: 100}
+    assert _tags(cloud_run, canary_service) == {result["tag"]: result["revision"]}
+    assert set(result["removed-tags"].split(",")) == old_tags
+    assert result["previous-revision"] == old
+
+
+def test_a_revision_failing_one_request_in_five_is_rolled_back_at_the_first_step(
+    canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
+) -> None:
+    before = _serving(cloud_run, canary_service)
+    tags_before = _tags(cloud_run, canary_service)
+    run = deploy(
+        service=canary_service,
+        image=GOOD_IMAGE,
+        traffic_steps="10,50,100",
+        faults="error-rate=0.2",
+    )
+    assert run.returncode == 1, run.explain()
+    result = _result(run)
+    # The single smoke request passed: only the observed step sees the failures.
+    assert result["smoke-result"] == "passed"
+    assert result["rollout-result"] == "rolled-back at 10%"
+    rate = re.search(r"5xx error rate (\d+\.\d+)%", result["rollout-report"])
+    assert rate and 15 <= float(rate.group(1)) <= 25, result["rollout-report"]
+    assert "(limit <= 2.00%" in result["rollout-report"]
+    assert _serving(cloud_run, canary_service) == before
+    # The new revision keeps its tag (no traffic) for inspection; no old tag is removed.
+    assert _tags(cloud_run, canary_service) == {**tags_before, result["tag"]: result["revision"]}
+    summary = run.summary()
+    assert f"### Rollout of `{result['revision']}`: rolled back" in summary
+    assert len(_rollout_rows(run)) == 1 and "FAIL: 5xx error rate" in summary
+    assert "failed at 10%: 5xx error rate" in run.explain()
+
+
+def test_a_revision_answering_differently_on_the_sample_never_gets_traffic(
+    canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
+) -> None:
+    before = _serving(cloud_run, canary_service)
+    run = deploy(
+        service=canary_service,
+        image=GOOD_IMAGE,
+        traffic_steps="10,50,100",
+        faults="skew=0.05",
+        reference_sample=SAMPLE,
+    )
+    assert run.returncode == 1, run.explain()
+    result = _result(run)
+    assert result["smoke-result"] == "passed"
+    assert result["sample-result"].startswith("5 of 5 probabilities differ, largest gap 0.05")
+    assert result["rollout-result"] == ""  # the rollout never started
+    assert _serving(cloud_run, canary_service) == before
+    assert "### Reference sample failed" in run.summary()
+
+
+def test_the_probes_alone_can_judge_a_step(
+    canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
+) -> None:
+    # metrics: probes (a deployer without roles/monitoring.viewer): the same verdict from the
+    # probes' own answers, attributed by the API's Purchase-Predict-Revision header.
+    before = _serving(cloud_run, canary_service)
+    run = deploy(
+        service=canary_service,
+        image=GOOD_IMAGE,
+        traffic_steps="50,100",
+        faults="error-rate=0.2",
+        metrics="probes",
+    )
+    assert run.returncode == 1, run.explain()
+    assert _result(run)["rollout-result"] == "rolled-back at 50%"
+    assert "figures from the probes" in run.summary()
+    assert _serving(cloud_run, canary_service) == before

@@ -8,6 +8,7 @@ package's directory or above it (an editable install inside the repository).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -52,6 +53,22 @@ class Environment:
     memory: str
     cpu: str
     concurrency: int
+    # The rollout (docs/workflows.md, "Progressive rollout"): traffic percentages in order,
+    # comma-separated ("10,50,100"), how long each step is observed, how long Cloud Monitoring
+    # takes to show a step's requests, and whether the API's INJECT_FAULTS may be deployed.
+    traffic_steps: str = "100"
+    observe_seconds: int = 60
+    metrics_delay_seconds: int = 180
+    allow_faults: bool = False
+
+
+def rollout_steps_problem(steps: list[int]) -> str:
+    """Why ``steps`` is not a rollout (increasing percentages 1-100 ending at 100), or ""."""
+    if not steps or steps[-1] != 100:
+        return "must end at 100"
+    if any(not 1 <= s <= 100 for s in steps) or any(a >= b for a, b in itertools.pairwise(steps)):
+        return "must increase strictly between 1 and 100"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -197,7 +214,33 @@ def _environment(name: str, raw: Any, where: str) -> Environment:
         memory=_string(raw, "memory", where),
         cpu=_string(raw, "cpu", where, allow_number=True),
         concurrency=_integer(raw, "concurrency", where, minimum=1),
+        traffic_steps=_traffic_steps(raw, where),
+        observe_seconds=_integer(
+            {"observe_seconds": 60, **raw}, "observe_seconds", where, minimum=0
+        ),
+        metrics_delay_seconds=_integer(
+            {"metrics_delay_seconds": 180, **raw}, "metrics_delay_seconds", where, minimum=0
+        ),
+        allow_faults=_boolean(raw, "allow_faults", where),
     )
+
+
+def _traffic_steps(raw: dict[str, Any], where: str) -> str:
+    value = raw.get("traffic_steps", [100])
+    if not isinstance(value, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in value
+    ):
+        raise ConfigError(f"{where}: traffic_steps must be a list of percentages, got {value!r}")
+    if problem := rollout_steps_problem(value):
+        raise ConfigError(f"{where}: traffic_steps {value!r} {problem}")
+    return ",".join(str(s) for s in value)
+
+
+def _boolean(raw: dict[str, Any], key: str, where: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    return value
 
 
 def _string(raw: dict[str, Any], key: str, where: str, *, allow_number: bool = False) -> str:

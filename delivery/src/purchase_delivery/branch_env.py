@@ -36,6 +36,10 @@ OUTPUT_KEYS = (
     "memory",
     "cpu",
     "concurrency",
+    "traffic-steps",
+    "observe-seconds",
+    "metrics-delay-seconds",
+    "allow-faults",
     "model-name",
     "image-name",
     "gate-f1-tolerance",
@@ -57,7 +61,7 @@ outputs (key=value lines on stdout, appended to $GITHUB_OUTPUT when it is set;
 a JSON object on stdout with --json):
   deploy                    true when an environment was resolved, false otherwise
   environment               environment name (empty, or null in JSON, when deploy=false;
-                            so are the keys below up to concurrency)
+                            so are the keys below up to allow-faults)
   branch                    the branch the decision was made from (the environment's
                             branch when chosen by name)
   alias                     MLflow registered-model alias the environment serves
@@ -65,6 +69,10 @@ a JSON object on stdout with --json):
   artifact-repository       Artifact Registry repository for the API image
   min-instances, max-instances, memory, cpu, concurrency
                             Cloud Run deploy options
+  traffic-steps, observe-seconds, metrics-delay-seconds
+                            the rollout: traffic percentages (e.g. 10,50,100), seconds
+                            each step is observed, seconds Cloud Monitoring lags
+  allow-faults              true when the API's INJECT_FAULTS may be deployed here
   model-name, image-name    registered model and API image names
   gate-f1-tolerance         quality gate tolerance for register_model.py
 

@@ -14,7 +14,11 @@ Two things Cloud Run bills or enforces are modelled so that tests can see them: 
 (minimum) instances of each revision, served at
 ``GET http://run.local/standin/v1/namespaces/<project>/services/<service>:instances`` (see
 ``CloudRunStandIn.warm_instances``), and the lifetime of Google-style ID tokens on the data plane
-(``--id-token-max-age``).
+(``--id-token-max-age``). A third, what Cloud Monitoring shows per revision: every answer a
+revision gives through the data plane is counted, and ``projects.timeSeries.list`` at
+``http://monitoring.local/v3/...`` serves ``run.googleapis.com/request_count`` and
+``request_latencies`` from those counts (``standin_metrics``), which is what the progressive
+rollout reads (``CLOUDSDK_API_ENDPOINT_OVERRIDES_MONITORING=http://monitoring.local/``).
 
 gcloud reaches it as an HTTP proxy: set ``CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN=http://run.local/``,
 ``CLOUDSDK_PROXY_TYPE=http``, ``CLOUDSDK_PROXY_ADDRESS=127.0.0.1``,
@@ -26,7 +30,7 @@ Standard library only; needs the ``docker`` CLI (``DOCKER_HOST`` is honoured).
 
 The parts: ``standin_model`` (services, revisions, their rules), ``standin_revisions`` (the
 Docker side), ``standin_control`` (the control plane's state and views), ``standin_http`` (the
-Admin API routes and the data-plane proxy); their public names are importable from here.
+Admin API routes and the data-plane proxy), ``standin_metrics`` (Cloud Monitoring); their public names are importable from here.
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ def gcloud_env(port: int, config_dir: str, project: str = "local-project") -> di
         "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
         "CLOUDSDK_CORE_SHOULD_PROMPT_TO_ENABLE_API": "false",
         "CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN": "http://run.local/",
+        # gcloud's property for Cloud Monitoring's endpoint; the rollout's metrics honour it.
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_MONITORING": "http://monitoring.local/",
         "CLOUDSDK_PROXY_TYPE": "http",
         "CLOUDSDK_PROXY_ADDRESS": "127.0.0.1",
         "CLOUDSDK_PROXY_PORT": str(port),

@@ -3,9 +3,11 @@
 scripts/cloud_run_standin.py use, for machines without a Docker engine. Not Docker.
 
 Containers: ``run -d --name N -e PORT=P ... IMAGE`` starts a small HTTP server on 127.0.0.1:P
-that plays the API's smoke-test surface (``GET /ready``, ``POST /predict``); an image
-reference containing ``broken`` answers 503 on ``/ready``. ``inspect``, ``logs`` and
-``rm -f`` act on those servers.
+that plays the API's surface for a deploy (``GET /ready``, ``POST /predict`` of one session or
+a list, each answered with :func:`fake_probability`, the ``Purchase-Predict-Revision`` header
+from ``K_REVISION``); an image reference containing ``broken`` answers 503 on ``/ready``, and
+the API's ``INJECT_FAULTS`` (``error-rate``, ``latency-ms``, ``skew``) is honoured the way the
+API honours it. ``inspect``, ``logs`` and ``rm -f`` act on those servers.
 
 Images: ``build`` records its tag, build arguments, labels, Dockerfile and context as
 ``images/<reference>.json`` (nothing is built), ``tag`` copies a record, ``push`` gives it a
@@ -23,23 +25,52 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 STATE = Path(os.environ.get("FAKE_DOCKER_STATE", "/tmp/fake-docker"))
+
+
+def fake_probability(session: object) -> float:
+    """The fake model: a probability in [0, 1) that depends only on the session's content."""
+    digest = hashlib.sha256(json.dumps(session, sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32
+
+
+def parse_faults(text: str) -> dict[str, float]:
+    """``error-rate=0.2,latency-ms=100,skew=0.1`` as a mapping (the API's INJECT_FAULTS)."""
+    items = (item.partition("=") for item in text.split(",") if item.strip())
+    return {key.strip(): float(value) for key, _, value in items}
 
 
 class _Api(http.server.BaseHTTPRequestHandler):
     """Answers like the API would; ``image`` decides whether it is healthy."""
 
     image = ""
+    revision = ""
+    faults: dict[str, float] = {}  # noqa: RUF012 - set once by serve()
+    served = 0
+    lock = threading.Lock()
 
-    def _send(self, status: int, payload: dict) -> None:
+    def _send(self, status: int, payload: object) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if self.revision:
+            self.send_header("Purchase-Predict-Revision", self.revision)
         self.end_headers()
         self.wfile.write(body)
+
+    def _fault(self) -> bool:
+        """Sleep the injected latency; True when this request is one the error rate fails."""
+        time.sleep(self.faults.get("latency-ms", 0) / 1000)
+        rate = self.faults.get("error-rate", 0)
+        with _Api.lock:
+            _Api.served += 1
+            n = _Api.served
+        return int(n * rate) > int((n - 1) * rate)
 
     def do_GET(self) -> None:
         if self.path != "/ready":
@@ -53,19 +84,36 @@ class _Api(http.server.BaseHTTPRequestHandler):
             request = json.loads(self.rfile.read(length) or b"null")
         except json.JSONDecodeError:
             return self._send(422, {"detail": "body is not JSON"})
-        if self.path != "/predict" or not isinstance(request, dict):
-            return self._send(422, {"detail": "expected a JSON object on /predict"})
+        if self.path != "/predict" or not isinstance(request, dict | list):
+            return self._send(422, {"detail": "expected a JSON object or array on /predict"})
+        if self._fault():
+            return self._send(500, {"detail": f"injected fault: {self.faults}"})
+        sessions = request if isinstance(request, list) else [request]
+        skew = self.faults.get("skew", 0)
+        predictions = [
+            {"probability": min(1.0, max(0.0, fake_probability(s) + skew))} for s in sessions
+        ]
         # A digest, not the token: the runner masks tokens in logs.
         authorization = hashlib.sha256(self.headers.get("Authorization", "").encode()).hexdigest()
-        return self._send(200, {"image": self.image, "authorization_sha256": authorization})
+        return self._send(
+            200,
+            {
+                "image": self.image,
+                "authorization_sha256": authorization,
+                "predictions": predictions,
+            },
+        )
 
     def log_message(self, format: str, *args: object) -> None:
         return
 
 
 def serve(image: str, port: int) -> None:
-    """The fake container's process: serve until terminated."""
+    """The fake container's process: serve until terminated (K_REVISION and INJECT_FAULTS from
+    its environment, as ``docker run -e`` gave them)."""
     _Api.image = image
+    _Api.revision = os.environ.get("K_REVISION", "")
+    _Api.faults = parse_faults(os.environ.get("INJECT_FAULTS", ""))
     http.server.ThreadingHTTPServer(("127.0.0.1", port), _Api).serve_forever()
 
 
@@ -97,6 +145,7 @@ def _run(args: list[str]) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, **{k: env[k] for k in ("K_REVISION", "INJECT_FAULTS") if k in env}},
     )
     (STATE / name).write_text(str(process.pid))
     sys.stdout.write(f"{name}\n")

@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+from purchase_rig.standin_metrics import RequestMetrics
 from purchase_rig.standin_model import (
     SERVICE_MIN_SCALE,
     BadRequestError,
@@ -41,6 +42,7 @@ class CloudRunStandIn:
         self.revisions: dict[str, Revision] = {}
         self.lock = threading.RLock()
         self.runner = RevisionRunner(docker, ready_timeout, self.lock)
+        self.metrics = RequestMetrics()
 
     # ---- control plane -------------------------------------------------
     def apply(self, namespace: str, region: str, body: dict[str, Any], create: bool) -> Service:

@@ -8,10 +8,13 @@ import http.client
 import http.server
 import json
 import re
+import time
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from purchase_rig.standin_control import CloudRunStandIn
+from purchase_rig.standin_metrics import MONITORING_HOST, Served
 from purchase_rig.standin_model import (
     API_HOST,
     DATA_HOST_SUFFIX,
@@ -70,6 +73,12 @@ class StandInHandler(http.server.BaseHTTPRequestHandler):
                 self._error(err)
             except (KeyError, ValueError, TypeError) as err:
                 self._error(BadRequestError(f"malformed request: {err}"))
+        elif host == MONITORING_HOST:
+            try:
+                authorization = self.headers.get("Authorization") or ""
+                self._send_json(200, self.standin.metrics.handle(path, query, authorization))
+            except ApiError as err:
+                self._error(err)
         elif host.endswith(DATA_HOST_SUFFIX):
             self._proxy(host)
         else:
@@ -194,14 +203,17 @@ class StandInHandler(http.server.BaseHTTPRequestHandler):
             path += f"?{query}"
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
         conn = http.client.HTTPConnection("127.0.0.1", rev.port, timeout=60)
+        began = time.monotonic()
         try:
             conn.request(self.command, path, body=body or None, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
         except OSError as err:
+            self._served(rev, 503, began)
             return self._error(ApiError(f"revision {rev.name} did not answer: {err}"))
         finally:
             conn.close()
+        self._served(rev, resp.status, began)
         self.send_response(resp.status)
         for key, value in resp.getheaders():
             if key.lower() not in HOP_HEADERS and key.lower() != "content-length":
@@ -211,6 +223,20 @@ class StandInHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         return None
+
+    def _served(self, rev: Revision, status: int, began: float) -> None:
+        """Count the answer in the revision's request metrics (what Cloud Monitoring shows)."""
+        self.standin.metrics.record(
+            Served(
+                at=datetime.now(UTC),
+                project=rev.namespace,
+                service=rev.service,
+                region=rev.region,
+                revision=rev.name,
+                status=status,
+                latency_ms=(time.monotonic() - began) * 1000,
+            )
+        )
 
 
 def make_handler(standin: CloudRunStandIn) -> type[http.server.BaseHTTPRequestHandler]:
