@@ -3,7 +3,8 @@
 The alias is resolved to a concrete version once, here, before ``docker build``: the image
 then carries that version for its whole life, and starting or scaling it never needs the
 MLflow server. The directory holds the MLflow model (``MLmodel``, the serialized estimator,
-``requirements.txt``) and ``model_meta.json`` (``purchase_contract.model_dir``). The
+``requirements.txt``), ``model_meta.json`` and, when the training run logged one,
+``reference_sample.json`` (``purchase_contract.model_dir``). The
 resolve-and-download code is the API's own fetch mode (:func:`app.model.source.fetch_model`),
 so a baked model and a fetched one are described the same way.
 
@@ -20,7 +21,12 @@ from pathlib import Path
 from app.model.source import fetch_model
 from purchase_contract.command_line import command_parser
 from purchase_contract.config import ConfigError, load_config, tracking_uri
-from purchase_contract.model_dir import ModelMeta, ModelSourceError, alias_uri
+from purchase_contract.model_dir import (
+    REFERENCE_SAMPLE_FILE,
+    ModelMeta,
+    ModelSourceError,
+    alias_uri,
+)
 from purchase_contract.step_outputs import append_summary, write_outputs
 
 PROG = "bake_model.py"
@@ -28,7 +34,9 @@ EPILOG = """\
 outputs (key=value lines on stdout, appended to $GITHUB_OUTPUT when it is set):
   model-name, model-version, model-alias, run-id, decision-threshold,
   model-uri (models:/<name>/<version>), model-dir, f1 (the training run's test F1,
-  empty when it logged none)
+  empty when it logged none), reference-sample (the path of the directory's
+  reference_sample.json: sessions and the probabilities the model gave them at training
+  time, to compare a deployed revision's answers with; empty when the run logged none)
 
 then, for example (the build context is the repository root):
   docker build . --file purchase_predict_api/Dockerfile \\
@@ -62,6 +70,7 @@ def training_f1(meta: ModelMeta, *, tracking_uri: str) -> str:
 
 def outputs(meta: ModelMeta, out_dir: Path, *, f1: str = "") -> dict[str, str]:
     """The step outputs of a bake, as strings."""
+    sample = out_dir / REFERENCE_SAMPLE_FILE
     return {
         "model-name": meta.name,
         "model-version": meta.version,
@@ -71,6 +80,7 @@ def outputs(meta: ModelMeta, out_dir: Path, *, f1: str = "") -> dict[str, str]:
         "model-uri": meta.model_uri,
         "model-dir": str(out_dir),
         "f1": f1,
+        "reference-sample": str(sample) if sample.is_file() else "",
     }
 
 
