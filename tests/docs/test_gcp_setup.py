@@ -311,10 +311,17 @@ def _bindings(tmp_path: Path) -> list[list[str]]:
     return [command for command in commands if "add-iam-policy-binding" in command]
 
 
-def test_no_role_is_granted_on_the_whole_project(tmp_path: Path) -> None:
+def test_no_role_is_granted_on_the_whole_project_but_reading_metrics(tmp_path: Path) -> None:
+    # Cloud Monitoring has no per-service IAM: the rollout's read of the deployers' request
+    # metrics is the one project-level grant, read-only, to the two deployers alone.
     bindings = _bindings(tmp_path)
     assert bindings
-    assert [b for b in bindings if b[0] in {"projects", "organizations", "folders"}] == []
+    wide = [b for b in bindings if b[0] in {"projects", "organizations", "folders"}]
+    assert [(b[0], b[2], _flag(b, "member"), _flag(b, "role")) for b in wide] == [
+        ("projects", "my-project", f"serviceAccount:deployer-{env}@my-project.iam.gserviceaccount.com",
+         "roles/monitoring.viewer")
+        for env in ("staging", "production")
+    ]  # fmt: skip
     assert [b for b in bindings if _flag(b, "role") == "roles/run.admin"] == []
 
 

@@ -12,14 +12,23 @@ The scenario is one story, in order (each test needs the state the previous ones
 2. ``workflow_run`` built from step 1 -> API: image ``...:<sha>`` in the registry, a ready
    revision that passed its smoke test and took all traffic; ``/predict`` on the service URL
    answers with the model version of step 1;
+2b. a manual rollback to that image with ``API_INJECT_FAULTS=error-rate=0.2`` -> the revision
+   passes the single smoke request, fails the observed rollout step (one request in five
+   answers 500): all traffic goes back to step 2's revision, the workflow fails with the
+   measured error rate in its summary;
+2c. a build with ``API_INJECT_FAULTS=skew=0.05`` -> the revision answers the reference sample
+   differently from the model at training time and never gets traffic;
+2d. a manual rollback to the same image, without faults -> a rollout like any deploy: it takes
+   all traffic and the earlier tags go;
 3. a push to ``staging`` that breaks ``/predict`` -> API: the new revision fails its smoke test,
-   traffic stays on step 2's revision, the workflow fails with the reason in its summary;
+   traffic stays on the serving revision, the workflow fails with the reason in its summary;
 4. push to a feature branch -> neither workflow trains or deploys anything.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -79,13 +88,24 @@ class Scenario:
             # What the GitHub environment staging declares (docs/gcp-setup.md).
             "CLOUD_RUN_SERVICE": self.settings["service"],
             "CLOUD_RUN_SERVICE_ACCOUNT": f"api-staging@{PROJECT_ID}.iam.gserviceaccount.com",
+            # The stand-in's metrics have no lag: each rollout step is observed for seconds.
+            "ROLLOUT_OBSERVE_SECONDS": "2",
+            "ROLLOUT_METRICS_DELAY": "0",
+            "ROLLOUT_PROBE_RATE": "100",
             "MLFLOW_TRACKING_URI": self.env["MLFLOW_TRACKING_URI"],
             "ARTIFACT_REGISTRY_HOST": self.env["REGISTRY"],
             "API_BASE_IMAGE": self.env["BASE_IMAGE"],
             "TRAINING_SAMPLE_DATA": "true",
         }
 
-    def act_run(self, event: str, workflow: str, payload: dict[str, Any], timeout: float) -> ActRun:
+    def act_run(
+        self,
+        event: str,
+        workflow: str,
+        payload: dict[str, Any],
+        timeout: float,
+        variables: dict[str, str] | None = None,
+    ) -> ActRun:
         self.runs += 1
         payload = {"repository": {"full_name": REPOSITORY}, **payload}
         return run_act(
@@ -95,7 +115,7 @@ class Scenario:
             payload,
             act=self.act,
             work=self.work / f"run-{self.runs}",
-            variables=self.variables(),
+            variables={**self.variables(), **(variables or {})},
             # The runner's environment: this engine has no bridge network (docs/workflows.md).
             host_env={**self.env, "DOCKER_BUILD_NETWORK": "host"},
             timeout=timeout,
@@ -297,6 +317,67 @@ def test_2_training_success_deploys_the_api_with_that_model(
     assert "**deployed** (smoke test: passed)" in summary, summary
     assert report["revision"] in summary
     scenario.done["deploy"] = {**report}
+
+
+def _dispatch(scenario: Scenario, faults: str = "", image_tag: str = "") -> ActRun:
+    """A manual API run on the environment's branch, the revision started with ``faults``."""
+    payload = {
+        "ref": f"refs/heads/{ENVIRONMENT}",
+        "inputs": {"environment": ENVIRONMENT, "image-tag": image_tag, "model-version": ""},
+    }
+    variables = {"API_INJECT_FAULTS": faults} if faults else {}
+    return scenario.act_run("workflow_dispatch", "api.yml", payload, DEPLOY_TIMEOUT_S, variables)
+
+
+def test_2b_a_revision_failing_one_request_in_five_is_rolled_back(
+    scenario: Scenario, project: dict[str, Any]
+) -> None:
+    deployed = scenario.require("deploy")
+    run = _dispatch(scenario, faults="error-rate=0.2", image_tag=deployed["git-sha"])
+
+    assert run.returncode != 0, "a failed rollout step must fail the workflow"
+    summary = run.summary("Deploy API")
+    assert "## API deploy: staging - rolled-back" in summary, summary
+    # The one smoke request passed; the observed step measured the failures.
+    assert "(smoke test: passed)" in summary, summary
+    assert "rolled back" in summary and "FAIL: 5xx error rate" in summary, summary
+    assert "rolled-back at 100%" in summary, summary
+    service = _service(scenario.env, project)
+    assert service is not None and _serving(service) == {deployed["revision"]: 100}
+    status, answer = _predict(scenario.env, deployed["url"])
+    assert status == 200 and answer["model_version"] == deployed["model-version"], answer
+
+
+def test_2c_a_revision_predicting_differently_never_gets_traffic(
+    scenario: Scenario, project: dict[str, Any]
+) -> None:
+    deployed = scenario.require("deploy")
+    run = _dispatch(scenario, faults="skew=0.05")
+
+    assert run.returncode != 0, "a failed reference sample must fail the workflow"
+    summary = run.summary("Deploy API")
+    assert "## API deploy: staging - sample-failed" in summary, summary
+    assert "### Reference sample failed" in summary, summary
+    assert re.search(r"\d+ of 20 probabilities differ", summary), summary
+    service = _service(scenario.env, project)
+    assert service is not None and _serving(service) == {deployed["revision"]: 100}
+
+
+def test_2d_a_manual_rollback_is_a_rollout_too(scenario: Scenario, project: dict[str, Any]) -> None:
+    deployed = scenario.require("deploy")
+    run = _dispatch(scenario, image_tag=deployed["git-sha"])
+
+    assert run.returncode == 0, run.explain()[-8000:]
+    report = _report(run)
+    assert report["decision"] == "deployed", report
+    summary = run.summary("Deploy API")
+    assert f"### Rollout of `{report['revision']}`: promoted" in summary, summary
+    service = _service(scenario.env, project)
+    assert service is not None and _serving(service) == {report["revision"]: 100}
+    # The failed revisions' tags (2b, 2c) and step 2's go once all traffic has moved.
+    tags = {t.get("tag") for t in service["status"]["traffic"] if t.get("tag")}
+    assert tags == {f"sha-{deployed['git-sha'][:7]}"}, tags
+    scenario.done["deploy"] = {**deployed, "revision": report["revision"]}
 
 
 def test_3_an_image_failing_its_smoke_test_never_takes_traffic(

@@ -52,7 +52,7 @@ def test_a_dry_run_plans_the_image_and_the_alias_without_google_settings(runner_
     assert out["mode"] == "dry-run"
     assert out["image"] == f"europe-west1-docker.pkg.dev/PROJECT/images/api:{SHA}"
     assert (out["image-tag"], out["model-uri"]) == (SHA, "models:/purchase_predict@staging")
-    assert (out["project"], out["flags"]) == ("", "")
+    assert (out["project"], out["flags"]) == ("", "--remove-env-vars=INJECT_FAULTS")
     assert result.log == [f"mode dry-run: models:/purchase_predict@staging -> {out['image']}"]
 
 
@@ -64,8 +64,24 @@ def test_a_real_build_names_the_project_registry_version_and_runtime_identity(ru
     assert out["mode"] == "build"
     assert out["image"] == f"mirror.local:5000/my-project/images/api:{SHA}"
     assert out["model-uri"] == "models:/purchase_predict/7"
-    assert out["flags"] == "--service-account=runtime@my-project.iam.gserviceaccount.com"
+    # INJECT_FAULTS is removed on every deploy that does not set it: a faulty deploy's
+    # variable would otherwise outlive it (gcloud keeps a service's variables).
+    assert out["flags"] == (
+        "--service-account=runtime@my-project.iam.gserviceaccount.com"
+        " --remove-env-vars=INJECT_FAULTS"
+    )
     assert out["service-account"] == REAL["SERVICE_ACCOUNT"]
+
+
+def test_faults_are_deployed_only_where_the_configuration_allows_them(runner_temp) -> None:
+    faulty = {**REAL, **runner_temp, "INJECT_FAULTS": "error-rate=0.2, latency-ms=100"}
+    with pytest.raises(StepRefused, match="environment staging does not allow fault injection"):
+        deploy_steps.settings(faulty)
+    out = deploy_steps.settings({**faulty, "ALLOW_FAULTS": "true"}).outputs
+    # One word (the flags are split on spaces), gcloud's ^|^ delimiter keeps the commas.
+    assert out["flags"].split()[-1] == (
+        "--update-env-vars=^|^INJECT_FAULTS=error-rate=0.2,latency-ms=100"
+    )
 
 
 def test_an_image_tag_is_a_rollback_to_that_image(runner_temp) -> None:
@@ -156,8 +172,21 @@ def test_a_given_smoke_request_is_sent_as_it_is(tmp_path, runner_temp) -> None:
         ),
         ({"MODE": "build", "DEPLOY_OUTCOME": "failure", "SMOKE_RESULT": ""}, "failed"),
         ({"MODE": "", "DEPLOY_OUTCOME": ""}, "failed"),
+        (
+            {"DEPLOY_OUTCOME": "failure", "SMOKE_RESULT": "passed", "SAMPLE_RESULT": "3 of 20"},
+            "sample-failed",
+        ),
+        (
+            {
+                "DEPLOY_OUTCOME": "failure",
+                "SMOKE_RESULT": "passed",
+                "SAMPLE_RESULT": "passed",
+                "ROLLOUT_RESULT": "rolled-back at 10%",
+            },
+            "rolled-back",
+        ),
     ],
-    ids=["dry-run", "deployed", "smoke", "deploy-failed", "settings-refused"],
+    ids=["dry-run", "deployed", "smoke", "deploy-failed", "settings-refused", "sample", "rollout"],
 )
 def test_the_decision(env: dict[str, str], decision: str) -> None:
     result = deploy_steps.result(env)

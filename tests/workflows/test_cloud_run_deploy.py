@@ -380,6 +380,10 @@ def _rollback(
         # What the GitHub environment staging declares (docs/gcp-setup.md).
         "CLOUD_RUN_SERVICE": project_settings()["environments"]["staging"]["service"],
         "CLOUD_RUN_SERVICE_ACCOUNT": "api-runtime-staging@local-project.iam.gserviceaccount.com",
+        # The stand-in's metrics have no lag: each rollout step is observed for seconds.
+        "ROLLOUT_OBSERVE_SECONDS": "2",
+        "ROLLOUT_METRICS_DELAY": "0",
+        "ROLLOUT_PROBE_RATE": "100",
     }
     payload = {
         "ref": "refs/heads/master",

@@ -61,10 +61,28 @@ def settings(env: Mapping[str, str]) -> StepResult:
         "model-uri": model_uri,
         "workload-identity-provider": get("WORKLOAD_IDENTITY_PROVIDER", ""),
         "service-account": get("SERVICE_ACCOUNT", ""),
-        "flags": f"--service-account={runtime}" if runtime else "",
+        "flags": " ".join([f"--service-account={runtime}"] * bool(runtime) + [fault_flag(env)]),
         "smoke-request": str(smoke_request(env)),
     }
     return StepResult(outputs, log=[f"mode {mode}: {model_uri} -> {image}"])
+
+
+def fault_flag(env: Mapping[str, str]) -> str:
+    """The revision's INJECT_FAULTS (the API_INJECT_FAULTS variable), set or removed on every
+    deploy: an environment variable left over from a faulty deploy would outlive it otherwise.
+    Refused where the configuration does not allow faults (production)."""
+    faults = "".join((env.get("INJECT_FAULTS") or "").split())
+    if not faults:
+        return "--remove-env-vars=INJECT_FAULTS"
+    name = env.get("ENVIRONMENT", "")
+    if not is_true(env.get("ALLOW_FAULTS")):
+        raise StepRefused(
+            f"the API_INJECT_FAULTS variable is set ({faults}), but environment {name} does not "
+            f"allow fault injection (allow_faults in [tool.purchase-predict.environments.{name}]):"
+            " refusing to deploy"
+        )
+    # gcloud's alternate delimiter (^|^): the faults' own commas stay in the value.
+    return f"--update-env-vars=^|^INJECT_FAULTS={faults}"
 
 
 def _check_declared_service(env: Mapping[str, str]) -> None:
@@ -124,13 +142,18 @@ def smoke_request(env: Mapping[str, str]) -> Path:
 
 
 def decision(env: Mapping[str, str]) -> str:
-    """``dry-run``, ``deployed``, ``smoke-test-failed`` or ``failed``."""
-    smoke = env.get("SMOKE_RESULT", "")
+    """``dry-run``, ``deployed``, ``smoke-test-failed``, ``sample-failed``, ``rolled-back`` or
+    ``failed``."""
+    smoke, sample = env.get("SMOKE_RESULT", ""), env.get("SAMPLE_RESULT", "")
     if env.get("MODE") == "dry-run":
         return "dry-run"
     if env.get("DEPLOY_OUTCOME") == "success":
         return "deployed"
-    return "smoke-test-failed" if smoke and smoke != "passed" else "failed"
+    if smoke and smoke != "passed":
+        return "smoke-test-failed"
+    if sample and sample not in ("passed", "skipped"):
+        return "sample-failed"
+    return "rolled-back" if env.get("ROLLOUT_RESULT", "").startswith("rolled-back") else "failed"
 
 
 def result(env: Mapping[str, str]) -> StepResult:
@@ -178,6 +201,11 @@ def summary(env: Mapping[str, str], outcome: str) -> str:
         ("Traffic before", get("PREVIOUS_TRAFFIC") or "-"),
         ("Rollback target", rollback),
         ("Tags removed", get("REMOVED_TAGS") or "-"),
+        ("Reference sample", get("SAMPLE_RESULT") or "-"),
+        (
+            "Rollout",
+            " - ".join(filter(None, [get("ROLLOUT_RESULT"), get("ROLLOUT_REPORT")])) or "-",
+        ),
         ("Decision", f"**{outcome}**" + (f" (smoke test: {smoke})" if smoke else "")),
     ]
     table = "".join(f"| {key} | {value} |\n" for key, value in rows)

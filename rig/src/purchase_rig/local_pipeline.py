@@ -11,22 +11,23 @@ Stages, each timed and reported as it goes:
 4. ``promote`` ``scripts/register_model.py``: lineage, quality gate, alias of the branch's
                environment (the fallback environment when the branch maps to none);
 5. ``bake``    ``scripts/bake_model.py``: resolve the alias, copy that model into the build context;
-6. ``build`` / ``push`` / ``deploy`` / ``smoke`` / ``traffic``: the very scripts behind the
-               composite actions (``actions/*/*.sh``), aimed at the local registry and, through
-               the real ``gcloud``, at the Cloud Run stand-in;
+6. ``build`` / ``push`` / ``deploy`` / ``smoke`` / ``sample`` / ``rollout``: the very scripts
+               behind the composite actions (``actions/*/*.sh``, ``scripts/rollout.py``), aimed
+               at the local registry and, through the real ``gcloud``, at the Cloud Run
+               stand-in; the rollout observes each of the environment's traffic steps for 3 s;
 7. a summary: model version, F1, image, revision, URL, one prediction through the service URL,
    then what is still running, how to reach it (a ``curl`` line that works as printed) and how
    to stop it.
 
 Each stage prints one line with its elapsed time; its full output goes to
-``<state>/logs/<stage>.log`` (``--verbose`` shows it as it runs). A refused promotion or a failed
-smoke test stops the run with a non-zero exit; nothing after it runs, and traffic stays where it
-was. Without a Docker engine (none can be used, started or installed) the run stops and says
+``<state>/logs/<stage>.log`` (``--verbose`` shows it as it runs). A refused promotion, a failed
+smoke test, reference sample or rollout step stops the run with a non-zero exit; nothing after it
+runs, and traffic stays (or goes back) where it was. Without a Docker engine (none can be used, started or installed) the run stops and says
 what to install; ``--no-docker`` instead serves the promoted model with uvicorn (fetch-from-MLflow
 mode) and stops it at the end. Ctrl+C or SIGTERM stops the running stage and whatever this run
 started.
 
-The stages' plumbing is ``purchase_rig.pipeline_plumbing``; build to traffic (and
+The stages' plumbing is ``purchase_rig.pipeline_plumbing``; build to rollout (and
 ``--no-docker``'s uvicorn) are ``purchase_rig.pipeline_deploy``; the training side is here.
 """
 

@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from purchase_contract.model_dir import REFERENCE_SAMPLE_FILE
 from purchase_rig.pipeline_plumbing import (
     API_DIR,
     BAKED_MODEL_DIR,
@@ -140,13 +142,18 @@ class DeployStages(StagePlumbing):
                 },
                 "smoke",
             )
-        with self.stage("traffic", f"route the service to revision {deployed['revision']}"):
-            self.step_script(
-                "actions/cloud-run-deploy/deploy.sh",
-                {**deploy_env, "TAG": deployed["tag"], "REVISION": deployed["revision"]},
-                "traffic",
-            )
+        self.rollout(deploy_env, deployed)
         return deployed
+
+    def rollout(self, deploy_env: dict[str, str], deployed: dict[str, str]) -> None:
+        """The reference-sample check, then traffic in the environment's steps, as the action
+        runs them (``rollout_env``)."""
+        step_env = rollout_env(deploy_env, deployed, self.environment, self.smoke_request)
+        with self.stage("sample", f"the reference sample on {deployed['tag-url']}"):
+            self.step_script("actions/cloud-run-deploy/deploy.sh", step_env, "rollout", "sample")
+        steps = self.environment["traffic-steps"].replace(",", "% -> ")
+        with self.stage("rollout", f"traffic {steps}% to {deployed['revision']}, each step judged"):
+            self.step_script("actions/cloud-run-deploy/deploy.sh", step_env, "rollout", "rollout")
 
     def reach_lines(self, deployed: dict[str, str]) -> list[str]:
         """curl lines that work as printed: the service and tag URLs through the stand-in's
@@ -271,3 +278,28 @@ class DeployStages(StagePlumbing):
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+def rollout_env(
+    deploy_env: dict[str, str], deployed: dict[str, str], environment: dict[str, str], body: Path
+) -> dict[str, str]:
+    """The sample and rollout steps' inputs: each traffic step observed for 3 s (the stand-in's
+    metrics have no lag), the baked model's reference sample when the bake wrote one."""
+    sample = ROOT / BAKED_MODEL_DIR / REFERENCE_SAMPLE_FILE
+    return {
+        **deploy_env,
+        "GITHUB_ACTION_PATH": str(ROOT / "actions" / "cloud-run-deploy"),
+        "TAG": deployed["tag"],
+        "REVISION": deployed["revision"],
+        "SERVICE_URL": deployed["url"],
+        "TAG_URL": deployed["tag-url"],
+        "FIRST_DEPLOY": deployed["first-deploy"],
+        "PREVIOUS_TRAFFIC": deployed["previous-traffic"],
+        "REFERENCE_SAMPLE": str(sample) if sample.exists() else "",
+        "SMOKE_REQUEST": str(body),
+        "IDENTITY_TOKEN": "local-stand-in",
+        "TRAFFIC_STEPS": environment["traffic-steps"],
+        "OBSERVE_SECONDS": "3",
+        "METRICS_DELAY": "0",
+        "PROBE_RATE": "50",
+    }
