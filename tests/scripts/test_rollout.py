@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,6 +41,7 @@ from purchase_rig.standin_metrics import RequestMetrics, Served
 from purchase_rig.standin_model import ApiError
 
 LIMITS = Thresholds(min_requests=50)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -251,3 +258,73 @@ def test_the_probe_attributes_answers_by_revision_and_probes_on_for_a_small_shar
     assert new.requests >= 20 and new.errors == new.requests // 2
     assert probe.tallies["svc-old"].requests >= 9 * 19
     assert probe.sent == new.requests + probe.tallies["svc-old"].requests
+
+
+# ---- the command line, with a recording gcloud ---------------------------------------------
+def _command_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """rollout.py's environment with a gcloud that records its calls; (env, the record)."""
+    record = tmp_path / "gcloud.log"
+    fake = tmp_path / "bin" / "gcloud"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$*" >> "{record}"\necho token\n')
+    fake.chmod(0o755)
+    root = ROOT
+    env = {
+        "PATH": f"{fake.parent}:{os.environ['PATH']}",
+        "PYTHONPATH": f"{root / 'contract' / 'src'}:{root / 'delivery' / 'src'}",
+        "SERVICE": "svc",
+        "REGION": "europe-west1",
+        "TAG": "sha-1234567",
+        "REVISION": "svc-00002-new",
+        "SERVICE_URL": "http://svc.invalid",
+        "FIRST_DEPLOY": "false",
+        "PREVIOUS_TRAFFIC": "svc-00001-old=100",
+        "TRAFFIC": "tag",
+        "TRAFFIC_STEPS": "10,100",
+        "OBSERVE_SECONDS": "30",
+        "PROBE_RATE": "0",
+    }
+    return env, record
+
+
+def test_a_cancelled_rollout_returns_the_traffic_before_it_goes(tmp_path) -> None:
+    # GitHub cancels a job with SIGINT, then SIGTERM: the step at 10 % must not stay behind.
+    env, record = _command_env(tmp_path)
+    root = ROOT
+    process = subprocess.Popen(
+        [sys.executable, str(root / "scripts" / "rollout.py"), "rollout"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while "observing" not in (line := process.stdout.readline()) and time.monotonic() < deadline:
+        assert line, "rollout.py ended before its first step"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) != 0
+    calls = record.read_text().splitlines()
+    assert calls[0].endswith("update-traffic svc --region europe-west1 --to-tags sha-1234567=10")
+    assert calls[-1].endswith(
+        "update-traffic svc --region europe-west1 --to-revisions svc-00001-old=100"
+    )
+    assert "rolled back: traffic is svc-00001-old=100 again" in process.stdout.read()
+
+
+def test_metrics_it_cannot_read_fail_the_step_and_return_the_traffic(tmp_path) -> None:
+    env, record = _command_env(tmp_path)
+    env.update(
+        OBSERVE_SECONDS="0", CLOUDSDK_API_ENDPOINT_OVERRIDES_MONITORING="http://127.0.0.1:9/"
+    )
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "rollout.py"), "rollout"],
+        env={**env, "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot read request_count from Cloud Monitoring" in done.stdout
+    assert "rollout-result=rolled-back at 10%" in done.stdout
+    assert record.read_text().splitlines()[-1].endswith("--to-revisions svc-00001-old=100")
+    assert "Stopped at 10%: cannot read request_count" in (tmp_path / "summary.md").read_text()

@@ -266,11 +266,12 @@ class Rollout:
 
     def run(self) -> bool:
         """All steps; False (traffic returned to the previous revisions) when one failed."""
-        bearer = token(self.env)
         baseline = Stats()
         for percent in self.steps:
             try:
-                report = self.observe(percent, bearer, baseline)
+                # Per step: an identity-token-command mints a fresh token for each (ID tokens
+                # live 10 minutes, a production rollout longer).
+                report = self.observe(percent, token(self.env), baseline)
             except (RolloutFailed, MetricsError, OSError) as err:
                 self.error = f"at {percent}%: {err}"
                 self.roll_back()
@@ -326,7 +327,8 @@ def summary(rollout: Rollout, passed: bool) -> str:
     for r in rollout.reports:
         checks = "<br>".join(c.line() for c in r.checks)
         base = r.baseline.describe() if r.baseline.requests else "none"
-        lines.append(f"| {r.percent}% | {r.new.describe()} | {base} | {checks} |")
+        new = r.new.describe() + (f" ({r.probes})" if r.probes else "")
+        lines.append(f"| {r.percent}% | {new} | {base} | {checks} |")
     if rollout.error:
         lines += ["", f"Stopped {rollout.error}."]
     if not passed:
