@@ -20,6 +20,9 @@ The scenario is one story, in order (each test needs the state the previous ones
    differently from the model at training time and never gets traffic;
 2d. a manual rollback to the same image, without faults -> a rollout like any deploy: it takes
    all traffic and the earlier tags go;
+2e. staging's ``traffic_steps`` set to ``[10, 50, 100]`` in the code's pyproject, then a build
+   -> a canary: 10 %, 50 %, 100 %, each judged on the stand-in's metrics against the revision
+   it replaces, which served the rest; the earlier tag goes;
 3. a push to ``staging`` that breaks ``/predict`` -> API: the new revision fails its smoke test,
    traffic stays on the serving revision, the workflow fails with the reason in its summary;
 4. push to a feature branch -> neither workflow trains or deploys anything.
@@ -377,6 +380,35 @@ def test_2d_a_manual_rollback_is_a_rollout_too(scenario: Scenario, project: dict
     # The failed revisions' tags (2b, 2c) and step 2's go once all traffic has moved.
     tags = {t.get("tag") for t in service["status"]["traffic"] if t.get("tag")}
     assert tags == {f"sha-{deployed['git-sha'][:7]}"}, tags
+    scenario.done["deploy"] = {**deployed, "revision": report["revision"]}
+
+
+def test_2e_a_canary_goes_10_50_100_as_the_configuration_says(
+    scenario: Scenario, project: dict[str, Any]
+) -> None:
+    deployed = scenario.require("deploy")
+    config = scenario.repo / "pyproject.toml"
+    text = config.read_text(encoding="utf-8")
+    one_step = "traffic_steps = [100]\n"
+    assert text.count(one_step) == 1, "staging's traffic_steps changed: update this test"
+    config.write_text(text.replace(one_step, "traffic_steps = [10, 50, 100]\n"), encoding="utf-8")
+    git(scenario.repo, "commit", "--quiet", "--all", "--message", "staging: a canary rollout")
+
+    run = _dispatch(scenario)
+
+    assert run.returncode == 0, run.explain()[-8000:]
+    report = _report(run)
+    summary = run.summary("Deploy API")
+    rows = list(
+        dict.fromkeys(re.findall(r"^\| (\d+)% \| (\d+) requests.*? \| (\d+|none)", summary, re.M))
+    )
+    assert [r[0] for r in rows] == ["10", "50", "100"], summary
+    # The revision it replaced served the rest of the probes at 10 % and 50 %.
+    assert all(r[2] != "none" and int(r[2]) > 0 for r in rows[:2]), rows
+    service = _service(scenario.env, project)
+    assert service is not None and _serving(service) == {report["revision"]: 100}
+    tags = {t.get("tag") for t in service["status"]["traffic"] if t.get("tag")}
+    assert tags == {f"sha-{git(scenario.repo, 'rev-parse', 'HEAD')[:7]}"}, tags
     scenario.done["deploy"] = {**deployed, "revision": report["revision"]}
 
 

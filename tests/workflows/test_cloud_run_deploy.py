@@ -452,6 +452,20 @@ def canary_service(deploy: Deploy) -> str:
     return service
 
 
+def _refused_deploy(
+    deploy: Deploy, cloud_run: dict[str, str], service: str, **inputs: str
+) -> tuple[ActRun, dict[str, str]]:
+    """A deploy of a good image started with faults that must fail: the job fails, the smoke
+    test passed, and the traffic is where it was (or back there)."""
+    before = _serving(cloud_run, service)
+    run = deploy(service=service, image=GOOD_IMAGE, **inputs)
+    assert run.returncode == 1, run.explain()
+    result = _result(run)
+    assert result["smoke-result"] == "passed"
+    assert _serving(cloud_run, service) == before
+    return run, result
+
+
 def test_a_good_revision_goes_10_50_100_and_the_old_tag_is_removed(
     canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
 ) -> None:
@@ -481,23 +495,15 @@ def test_a_good_revision_goes_10_50_100_and_the_old_tag_is_removed(
 def test_a_revision_failing_one_request_in_five_is_rolled_back_at_the_first_step(
     canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
 ) -> None:
-    before = _serving(cloud_run, canary_service)
     tags_before = _tags(cloud_run, canary_service)
-    run = deploy(
-        service=canary_service,
-        image=GOOD_IMAGE,
-        traffic_steps="10,50,100",
-        faults="error-rate=0.2",
+    # The single smoke request passes: only the observed step sees the failures.
+    run, result = _refused_deploy(
+        deploy, cloud_run, canary_service, traffic_steps="10,50,100", faults="error-rate=0.2"
     )
-    assert run.returncode == 1, run.explain()
-    result = _result(run)
-    # The single smoke request passed: only the observed step sees the failures.
-    assert result["smoke-result"] == "passed"
     assert result["rollout-result"] == "rolled-back at 10%"
     rate = re.search(r"5xx error rate (\d+\.\d+)%", result["rollout-report"])
     assert rate and 15 <= float(rate.group(1)) <= 25, result["rollout-report"]
     assert "(limit <= 2.00%" in result["rollout-report"]
-    assert _serving(cloud_run, canary_service) == before
     # The new revision keeps its tag (no traffic) for inspection; no old tag is removed.
     assert _tags(cloud_run, canary_service) == {**tags_before, result["tag"]: result["revision"]}
     summary = run.summary()
@@ -509,20 +515,16 @@ def test_a_revision_failing_one_request_in_five_is_rolled_back_at_the_first_step
 def test_a_revision_answering_differently_on_the_sample_never_gets_traffic(
     canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
 ) -> None:
-    before = _serving(cloud_run, canary_service)
-    run = deploy(
-        service=canary_service,
-        image=GOOD_IMAGE,
+    run, result = _refused_deploy(
+        deploy,
+        cloud_run,
+        canary_service,
         traffic_steps="10,50,100",
         faults="skew=0.05",
         reference_sample=SAMPLE,
     )
-    assert run.returncode == 1, run.explain()
-    result = _result(run)
-    assert result["smoke-result"] == "passed"
     assert result["sample-result"].startswith("5 of 5 probabilities differ, largest gap 0.05")
     assert result["rollout-result"] == ""  # the rollout never started
-    assert _serving(cloud_run, canary_service) == before
     assert "### Reference sample failed" in run.summary()
 
 
@@ -531,15 +533,13 @@ def test_the_probes_alone_can_judge_a_step(
 ) -> None:
     # metrics: probes (a deployer without roles/monitoring.viewer): the same verdict from the
     # probes' own answers, attributed by the API's Purchase-Predict-Revision header.
-    before = _serving(cloud_run, canary_service)
-    run = deploy(
-        service=canary_service,
-        image=GOOD_IMAGE,
+    run, result = _refused_deploy(
+        deploy,
+        cloud_run,
+        canary_service,
         traffic_steps="50,100",
         faults="error-rate=0.2",
         metrics="probes",
     )
-    assert run.returncode == 1, run.explain()
-    assert _result(run)["rollout-result"] == "rolled-back at 50%"
+    assert result["rollout-result"] == "rolled-back at 50%"
     assert "figures from the probes" in run.summary()
-    assert _serving(cloud_run, canary_service) == before
