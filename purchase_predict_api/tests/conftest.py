@@ -45,7 +45,15 @@ SKOPS_TRUSTED_TYPES = [
     "lightgbm.sklearn.LGBMClassifier",
 ]
 # Variables the service reads: a developer's shell must not leak into the tests.
-SERVICE_VARIABLES = ("MODEL_PATH", "MODEL_URI", "GIT_SHA", "IMAGE_TAG", "PORT", "HOST")
+SERVICE_VARIABLES = (
+    "MODEL_PATH",
+    "MODEL_URI",
+    "GIT_SHA",
+    "IMAGE_TAG",
+    "PORT",
+    "HOST",
+    "INJECT_FAULTS",
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,16 @@ class RegisteredModel:
     run_id: str
     estimator: Pipeline
     threshold: float
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_service_variables_from_the_shell() -> Iterator[None]:
+    """The same for module-scoped fixtures (the servers started as subprocesses), which run
+    before the per-test isolation below: the service's variables are unset for the session."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SERVICE_VARIABLES:
+            patch.delenv(name, raising=False)
+        yield
 
 
 @pytest.fixture(autouse=True)
