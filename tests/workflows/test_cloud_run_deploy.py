@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from purchase_contract.features import example_session
+from purchase_contract.model_dir import ReferenceSample
 from purchase_rig.act import ActRun, git, prepare_repo, project_settings, run_act
 from purchase_rig.fake_docker import fake_probability
 
@@ -49,8 +50,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prepare_repo(repo, extra_workflows=(FIXTURES / "cloud-run-deploy.yml",))
     # A reference sample as training writes it, with what the fake revisions' model answers.
     sessions = [{**example_session(), "minute": minute} for minute in range(5)]
-    sample = {"sessions": sessions, "probabilities": [fake_probability(s) for s in sessions]}
-    (repo / SAMPLE).write_text(json.dumps(sample))
+    probabilities = [fake_probability(s) for s in sessions]
+    ReferenceSample("", "fixture-run", sessions, probabilities).write(repo / SAMPLE)
     git(repo, "add", SAMPLE)
     git(repo, "commit", "--quiet", "--message", "reference sample")
     return repo

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from purchase_contract.model_dir import ModelSourceError, ReferenceSample
 from purchase_contract.step_outputs import append_summary, write_outputs
 from purchase_delivery.rollout_analysis import (
     Check,
@@ -118,10 +119,10 @@ def check_sample(env: Mapping[str, str]) -> Check | None:
     if not path:
         return None
     try:
-        sample = json.loads(Path(path).read_text(encoding="utf-8"))
-        sessions, expected = sample["sessions"], [float(p) for p in sample["probabilities"]]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise RolloutConfigError(f"reference sample {path} is not readable: {err}") from None
+        sample = ReferenceSample.read(Path(path))
+    except ModelSourceError as err:
+        raise RolloutConfigError(f"reference sample: {err}") from None
+    sessions, expected = sample.sessions, sample.probabilities
     limits = Thresholds.from_env(env)
     bearer = token(env)
     headers = {"Content-Type": "application/json"}
