@@ -166,7 +166,11 @@ class Probe:
     workers: int = 4
     tallies: dict[str, Tally] = field(default_factory=dict)
     refused: str = ""
-    sent: int = 0
+
+    @property
+    def sent(self) -> int:
+        """Probes answered (by any revision, or by none that said so)."""
+        return sum(t.requests for t in self.tallies.values())
 
     def run(self, seconds: float, revision: str = "", need: int = 0) -> None:
         """Probe for ``seconds``, and on (up to three times as long) until ``revision`` has
@@ -175,6 +179,7 @@ class Probe:
         lock = threading.Lock()
         start = time.monotonic()
         stop, hard_stop = start + seconds, start + 3 * seconds
+        scheduled = 0  # probes given a slot so far: the n-th is due at start + n / rate
 
         def done(due: float) -> bool:
             if due < stop:
@@ -183,10 +188,11 @@ class Probe:
             return due >= hard_stop or answered >= need
 
         def work() -> None:
+            nonlocal scheduled
             while not self.refused:
                 with lock:
-                    due = start + self.sent / self.rate
-                    self.sent += 1
+                    due = start + scheduled / self.rate
+                    scheduled += 1
                     if done(due):
                         return
                 time.sleep(max(0.0, due - time.monotonic()))
@@ -197,7 +203,6 @@ class Probe:
             thread.start()
         for thread in threads:
             thread.join(3 * seconds + 60)
-        self.sent = sum(t.requests for t in self.tallies.values())
 
     def _one(self, lock: threading.Lock) -> None:
         headers = {"Content-Type": "application/json"}
