@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 STATE = Path(os.environ.get("FAKE_DOCKER_STATE", "/tmp/fake-docker"))
@@ -66,11 +67,12 @@ class _Api(http.server.BaseHTTPRequestHandler):
     def _fault(self) -> bool:
         """Sleep the injected latency; True when this request is one the error rate fails."""
         time.sleep(self.faults.get("latency-ms", 0) / 1000)
-        rate = self.faults.get("error-rate", 0)
+        # As the API counts: the rate as an exact fraction (0.29 * 100 is 28.999... in floats).
+        rate = Fraction(repr(self.faults.get("error-rate", 0.0)))
         with _Api.lock:
             _Api.served += 1
             n = _Api.served
-        return int(n * rate) > int((n - 1) * rate)
+        return n * rate.numerator // rate.denominator > (n - 1) * rate.numerator // rate.denominator
 
     def do_GET(self) -> None:
         if self.path != "/ready":
