@@ -88,3 +88,35 @@ def get_json(env: dict[str, str], service: str) -> dict:
     url = f"http://run.local/standin/v1/namespaces/local-project/services/{service}:instances"
     with opener.open(url, timeout=10) as resp:
         return json.loads(resp.read())
+
+
+def test_traffic_reaches_only_the_services_own_revisions(standin: dict[str, str]) -> None:
+    # Cloud Run refuses a traffic target that is not one of the service's revisions ("Revision
+    # 'x' does not exist or is deleted"), and the refused update changes nothing.
+    other = gcloud(standin, "run", "deploy", "other-svc", "--image=registry.local/api:other")
+    assert other.returncode == 0, other.stderr
+    foreign = json.loads(
+        gcloud(standin, "run", "services", "describe", "other-svc", "--format=json").stdout
+    )["status"]["latestReadyRevisionName"]
+    before = describe(standin)["status"]["traffic"]
+    for flags in ([f"--to-revisions={foreign}=100"], [f"--update-tags=stolen={foreign}"]):
+        refused = gcloud(standin, "run", "services", "update-traffic", "svc", *flags)
+        assert refused.returncode != 0, flags
+        assert f"Revision '{foreign}' does not exist or is deleted" in refused.stderr, (
+            refused.stderr
+        )
+        assert describe(standin)["status"]["traffic"] == before
+
+    # One of its own older revisions can be tagged without moving traffic (a rollback's start).
+    oldest = sorted(t["revisionName"] for t in before)[0]
+    serving = {t["revisionName"]: t["percent"] for t in before if t["percent"]}
+    tagged = gcloud(
+        standin, "run", "services", "update-traffic", "svc", f"--update-tags=back={oldest}"
+    )
+    assert tagged.returncode == 0, tagged.stderr
+    traffic = describe(standin)["status"]["traffic"]
+    assert {t["revisionName"]: t["percent"] for t in traffic if t["percent"]} == serving
+    back = next(t for t in traffic if t.get("tag") == "back")
+    assert back["revisionName"] == oldest and not back.get("percent")
+    status, headers = get(standin, back["url"] + "/ready")
+    assert status == 200 and headers["X-Serving-Revision"] == oldest

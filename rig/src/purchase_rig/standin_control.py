@@ -46,7 +46,8 @@ class CloudRunStandIn:
 
     # ---- control plane -------------------------------------------------
     def apply(self, namespace: str, region: str, body: dict[str, Any], create: bool) -> Service:
-        """Create or replace a service; a changed template makes a new revision."""
+        """Create or replace a service; a changed template makes a new revision. A refused
+        request (a traffic target that is not one of the service's revisions) changes nothing."""
         name = body["metadata"]["name"]
         with self.lock:
             svc = self.services.get((namespace, name))
@@ -54,17 +55,19 @@ class CloudRunStandIn:
                 raise ConflictError(f"service {name!r} already exists")
             if not create and svc is None:
                 raise NotFoundError(f"service {name!r} not found")
+            template = body.get("spec", {}).get("template", {})
+            changed = svc is None or template != svc.body.get("spec", {}).get("template")
+            planned = (template.get("metadata") or {}).get("name") if changed else None
+            known = set(svc.revisions if svc else ()) | ({planned} if planned else set())
+            _check_traffic(body, known)
             if svc is None:
                 svc = Service(name=name, namespace=namespace, region=region, body=body)
                 self.services[(namespace, name)] = svc
-            old_template = svc.body.get("spec", {}).get("template")
             svc.body = body
             svc.generation += 1
-            template = body.get("spec", {}).get("template", {})
-            if create or template != old_template:
+            if changed:
                 svc.template_generation = svc.generation
                 self._new_revision(svc, template)
-            self._check_traffic(svc)
             return svc
 
     def _new_revision(self, svc: Service, template: dict[str, Any]) -> None:
@@ -87,12 +90,6 @@ class CloudRunStandIn:
         svc.revisions.append(name)
         svc.latest_created = name
         self.runner.launch(svc, rev)
-
-    def _check_traffic(self, svc: Service) -> None:
-        for target in svc.body.get("spec", {}).get("traffic") or []:
-            rev = target.get("revisionName")
-            if rev and rev not in self.revisions and rev != svc.latest_created:
-                raise BadRequestError(f"traffic target revision {rev!r} does not exist")
 
     def delete(self, namespace: str, name: str) -> None:
         with self.lock:
@@ -217,3 +214,15 @@ class CloudRunStandIn:
                         if t.get("tag") == tag:
                             return self.revisions.get(t["revisionName"])
             return None
+
+
+def _check_traffic(body: dict[str, Any], known: set[str]) -> None:
+    """Cloud Run routes only to the service's own revisions: a target naming any other (another
+    service's, a deleted or a made-up one) refuses the whole update, in Cloud Run's words."""
+    for target in body.get("spec", {}).get("traffic") or []:
+        rev = target.get("revisionName")
+        if rev and rev not in known:
+            raise BadRequestError(
+                f"Revision '{rev}' does not exist or is deleted. Update all traffic to route to "
+                "currently available revisions."
+            )
