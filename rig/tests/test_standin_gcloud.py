@@ -120,3 +120,10 @@ def test_traffic_reaches_only_the_services_own_revisions(standin: dict[str, str]
     assert back["revisionName"] == oldest and not back.get("percent")
     status, headers = get(standin, back["url"] + "/ready")
     assert status == 200 and headers["X-Serving-Revision"] == oldest
+
+    # Where a rollback's revision name comes from: gcloud run revisions list --service.
+    listed = gcloud(standin, "run", "revisions", "list", "--service=svc", "--format=json")
+    assert listed.returncode == 0, listed.stderr
+    names = {r["metadata"]["name"] for r in json.loads(listed.stdout)}
+    assert {t["revisionName"] for t in before} < names, names  # with the untagged first one
+    assert foreign not in names and all(name.startswith("svc-") for name in names), names

@@ -164,9 +164,9 @@ class StandInHandler(http.server.BaseHTTPRequestHandler):
         if selector:
             key, _, value = (s.strip() for s in selector.partition("="))
             items = [i for i in items if i["metadata"]["labels"].get(key) == value]
-        return self._send_json(
-            200, {"apiVersion": "serving.knative.dev/v1", "kind": "RevisionList", "items": items}
-        )
+        # gcloud pages through metadata.continue: a list without metadata crashes it.
+        listing = {"apiVersion": "serving.knative.dev/v1", "kind": "RevisionList", "metadata": {}}
+        return self._send_json(200, {**listing, "items": items})
 
     # ---- the data plane --------------------------------------------------
     def _proxy(self, host: str) -> None:
