@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app import __version__
+from app.api.body import validation_error_response
 from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.core.faults import start_faults
@@ -37,6 +38,8 @@ EXPOSURE = {"redoc_url": None, "swagger_ui_oauth2_redirect_url": None, "redirect
 
 # Allocations between two young-generation garbage collections (Python's default: 700).
 GC_YOUNG_THRESHOLD = 100_000
+# Seconds a thread holds the GIL before another one waiting for it gets it.
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,14 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 }
             },
         )
-        # What start-up built (modules, routes, the model) lives as long as the process: out of
-        # the collector's way, so that full collections stay short (tail latency). Requests
-        # allocate tens of thousands of containers (a 10,000-session batch: about 40,000) and
-        # free them when answered: a young-generation collection every 700 of them cost a
-        # batch 10 ms for nothing; every 100,000, at most one runs per batch.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        _tune_runtime()
         yield
         app.state.model = None
 
@@ -101,6 +97,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _tune_runtime() -> None:
+    """The collector and the GIL, set for a serving process once the model is loaded."""
+    # What start-up built (modules, routes, the model) lives as long as the process: out of
+    # the collector's way, so that full collections stay short (tail latency). Requests
+    # allocate tens of thousands of containers (a 10,000-session batch: about 40,000) and
+    # free them when answered: a young-generation collection every 700 of them cost a
+    # batch 10 ms for nothing; every 100,000, at most one runs per batch.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    # The event loop waits for the GIL up to this long each time a worker thread holds it
+    # (Python's default: 5 ms); a request needs it several times, so a large body being
+    # validated (app/api/body.py) would add tens of ms to every other request.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+
+
 def _docs_ui(settings: Settings | None) -> bool:
     """``DOCS_UI`` of ``settings``, else of the environment (False while the environment is
     invalid: the lifespan then stops the process with the reason)."""
@@ -113,13 +125,11 @@ def _docs_ui(settings: Settings | None) -> bool:
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    """422 naming each offending field, without echoing the input back (it may be huge or NaN)."""
+    """422 naming the offending fields (the first ones, and their count), without echoing the
+    input back (it may be huge or NaN). ``POST /predict`` validates its body itself
+    (app/api/body.py); FastAPI's own errors (an empty body) are answered in the same shape."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
-    return JSONResponse(
-        status_code=422,
-        content=jsonable_encoder({"detail": detail}),
-    )
+    return validation_error_response(list(errors), len(errors))
 
 
 app = create_app()

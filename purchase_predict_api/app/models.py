@@ -45,6 +45,10 @@ BODY_LIMIT_DETAIL = (
     f"sessions with every text field at its {MAX_TEXT_LENGTH} characters in ASCII; non-ASCII "
     "text takes up to 4 bytes a character, 12 as \\u escapes): send fewer sessions per request"
 )
+# The errors a 422 lists (its error_count says how many there are in all), and the characters
+# of a string in an error's loc (an unknown field's name) beyond which it is cut.
+MAX_REPORTED_ERRORS = 100
+MAX_LOC_CHARS = 64
 
 
 def _whole_number(value: float) -> int:
@@ -190,3 +194,25 @@ class ErrorMessage(BaseModel):
     """A refused request: the reason in one line."""
 
     detail: str
+
+
+class FieldError(BaseModel):
+    """One reason a request was refused: where, in words, and the error type."""
+
+    loc: list[str | int] = Field(
+        description=f"Path to the value: 'body', then 'session' or 'batch' and the index, then "
+        f"the field (a name longer than {MAX_LOC_CHARS} characters is cut, '...' appended)."
+    )
+    msg: str
+    type: str
+
+
+class ValidationErrors(BaseModel):
+    """An invalid request: its first errors, and how many there are."""
+
+    detail: list[FieldError] = Field(
+        max_length=MAX_REPORTED_ERRORS, description=f"The first {MAX_REPORTED_ERRORS} errors."
+    )
+    error_count: int = Field(
+        ge=1, description="Number of errors in the request, all listed or not."
+    )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,10 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from app.models import SESSION_EXAMPLE
+from app.models import MAX_REPORTED_ERRORS, MAX_SESSIONS, SESSION_EXAMPLE
 
 START_TIMEOUT_S = 120.0
 SECRET = "s3cret-token-value"
+# A concurrent /health answers within this while a large bad request is processed (issue 16:
+# 50 ms); more only if an idle /health of the same run is already slow (a loaded machine).
+HEALTH_BOUND_MS = 50.0
+HEALTH_BOUND_IDLE_FACTOR = 20
 
 
 @dataclass
@@ -138,3 +145,67 @@ def test_a_model_that_cannot_load_stops_the_process(
     assert result.returncode != 0
     errors = [json.loads(line) for line in result.stdout.splitlines() if '"ERROR"' in line]
     assert any("model_meta.json is missing" in e["message"] for e in errors)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+
+
+def _post_raw(url: str, body: bytes) -> tuple[int, dict, float]:
+    """Status, JSON answer and seconds of one POST /predict."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
+    started = time.perf_counter()
+    connection.request("POST", "/predict", body, {"content-type": "application/json"})
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    return response.status, answer, time.perf_counter() - started
+
+
+def _timed_health_ms(url: str) -> float:
+    started = time.perf_counter()
+    assert _request(f"{url}/health")[0] == 200
+    return (time.perf_counter() - started) * 1000
+
+
+def _health_latencies_ms(url: str, stop: threading.Event, out: list[float]) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    while not stop.is_set():
+        started = time.perf_counter()
+        connection.request("GET", "/health")
+        connection.getresponse().read()
+        out.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("bad", ["empty sessions", "unknown keys"])
+def test_a_large_bad_request_leaves_the_event_loop_free(server: Server, bad: str) -> None:
+    session = {} if bad == "empty sessions" else {f"x{i:02d}": 1 for i in range(60)}
+    body = json.dumps([session] * MAX_SESSIONS).encode()
+    valid = json.dumps([SESSION_EXAMPLE] * MAX_SESSIONS).encode()
+    assert _post_raw(server.url, valid)[0] == 200  # warm-up: heap and LightGBM's threads
+    anchor_s = min(_post_raw(server.url, valid)[2] for _ in range(3))
+    idle_ms = statistics.median(_timed_health_ms(server.url) for _ in range(20))
+    peak_before = _peak_rss_kib(server.process.pid)
+    during: list[float] = []
+    stop = threading.Event()
+    probe = threading.Thread(target=_health_latencies_ms, args=(server.url, stop, during))
+    probe.start()
+    time.sleep(0.05)
+    already = len(during)
+    status, answer, seconds = _post_raw(server.url, body)
+    stop.set()
+    probe.join()
+
+    assert status == 422
+    assert len(answer["detail"]) == MAX_REPORTED_ERRORS
+    assert answer["error_count"] >= MAX_SESSIONS
+    # Before the cap: 1.9 s and 16 s, 25x and 200x a valid batch; /health waited as long.
+    assert seconds < 10 * anchor_s, (seconds, anchor_s)
+    assert len(during) > already
+    bound_ms = max(HEALTH_BOUND_MS, HEALTH_BOUND_IDLE_FACTOR * idle_ms)
+    assert max(during[already:]) < bound_ms, (sorted(during[already:])[-5:], idle_ms)
+    # Before: 1.1 GiB more for the unknown keys (a dict per error, a 68 MB answer).
+    assert _peak_rss_kib(server.process.pid) - peak_before < 200 * 1024
