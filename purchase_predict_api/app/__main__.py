@@ -8,6 +8,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.core.config import get_settings
+from app.core.http import request_deadline_protocol
 from app.core.logging import configure_logging
 
 
@@ -27,8 +28,11 @@ def main() -> None:
         access_log=False,
         # No "server: uvicorn" on every answer (docs/api.md, "What is exposed").
         server_header=False,
-        # Cloud Run sends SIGTERM and allows 10 s: finish in-flight requests within that.
-        timeout_graceful_shutdown=8,
+        # Cloud Run sends SIGTERM and allows 10 s: finish in-flight requests within that
+        # (GRACEFUL_SHUTDOWN_S); those still running are then answered 503 (app/core/middleware.py).
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
+        # A request not received whole within REQUEST_TIMEOUT_S is answered 408 (app/core/http.py).
+        http=request_deadline_protocol(settings.request_timeout_s),
     )
 
 

@@ -23,7 +23,11 @@ from app.api.body import validation_error_response
 from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.core.faults import start_faults
-from app.core.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
+from app.core.middleware import (
+    BodySizeLimitMiddleware,
+    RequestLogMiddleware,
+    ShutdownCutMiddleware,
+)
 from app.model.loading import load_model
 from app.models import BODY_LIMIT_DETAIL, MAX_BODY_BYTES
 from purchase_contract.model_dir import ModelSourceError
@@ -92,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES, detail=BODY_LIMIT_DETAIL)
+    app.add_middleware(ShutdownCutMiddleware)
     # Added last, so outermost: refused (413) and failed requests are logged too.
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -306,5 +306,6 @@ def test_every_status_is_declared_in_the_openapi_schema(client: TestClient) -> N
 
     assert set(paths["/predict"]["post"]["responses"]) == {"200", "400", "413", "415", "422", "503"}
     assert set(paths["/ready"]["get"]["responses"]) == {"200", "503"}
-    assert set(paths["/health"]["get"]["responses"]) == {"200"}
-    assert set(paths["/version"]["get"]["responses"]) == {"200"}
+    # 503 everywhere: a request still running when the graceful-shutdown period ends.
+    assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
+    assert set(paths["/version"]["get"]["responses"]) == {"200", "503"}

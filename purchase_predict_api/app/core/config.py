@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     git_sha: str = Field(default="unknown", description="Commit the image was built from.")
     image_tag: str = Field(default="unknown", description="Tag of the running image.")
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client has to send a whole request (headers and body) once it "
+        "connects or starts one; then 408 and the connection is closed.",
+    )
+    graceful_shutdown_s: float = Field(
+        default=8.0,
+        ge=0,
+        description="Seconds in-flight requests have to finish after SIGTERM (Cloud Run allows "
+        "10); those still running then are answered 503.",
+    )
     docs_ui: bool = Field(
         default=False,
         description="Serve the Swagger UI at /docs (it loads its scripts from a CDN); "

@@ -1,7 +1,9 @@
-"""ASGI middleware: the request body limit, and one structured log line per request."""
+"""ASGI middleware: the request body limit, the answer of a request cut by shutdown, and one
+structured log line per request."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -42,6 +44,41 @@ class BodySizeLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+SHUTTING_DOWN = "the service is shutting down: retry"
+
+
+class ShutdownCutMiddleware:
+    """503 JSON for a request still running when the graceful-shutdown period ends.
+
+    uvicorn then cancels the request's task and, if nothing was answered, sends a plain-text
+    500 of its own. Here the cancellation is answered 503 (retry elsewhere) in the API's error
+    shape, and the request ends there: it is what the cancellation asked for.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request; answer 503 if it is cancelled before its response started."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            logger.warning("%s %s cut by shutdown: 503", scope["method"], scope["path"])
+            await JSONResponse({"detail": SHUTTING_DOWN}, status_code=503)(scope, receive, send)
 
 
 class RequestLogMiddleware:

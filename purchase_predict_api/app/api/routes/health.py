@@ -20,7 +20,9 @@ def health() -> Health:
 @router.get(
     "/ready",
     summary="The model is loaded",
-    responses={503: {"model": ErrorMessage, "description": MODEL_NOT_LOADED}},
+    responses={
+        503: {"model": ErrorMessage, "description": f"{MODEL_NOT_LOADED}, or cut by shutdown"}
+    },
 )
 def ready(model: ModelDep, request: Request, response: Response) -> Readiness:
     """200 once the model is loaded and predictions are served; 503 before."""

@@ -88,7 +88,7 @@ router = APIRouter(tags=["predictions"], route_class=_JSONBodyRoute)
             "model": ValidationErrors,
             "description": f"invalid body: its first {MAX_REPORTED_ERRORS} errors and their count",
         },
-        503: {"model": ErrorMessage, "description": MODEL_NOT_LOADED},
+        503: {"model": ErrorMessage, "description": f"{MODEL_NOT_LOADED}, or cut by shutdown"},
     },
 )
 async def predict(
