@@ -40,6 +40,10 @@ print(status.get("url", ""), tagged.get("url", ""), tagged.get("revisionName", "
 
 deploy() {
   [[ -n "${SERVICE}" && -n "${REGION}" ]] || fail "service and region are required"
+  if [[ -n "${TO_REVISION:-}" ]]; then
+    retag
+    return
+  fi
   [[ "${IMAGE}" == *@sha256:* ]] || echo "::warning title=cloud-run-deploy::image ${IMAGE} is not pinned by digest"
   local tag="${TAG}"
   if [[ -z "${tag}" ]]; then
@@ -103,7 +107,12 @@ deploy() {
   echo "deploying ${IMAGE} to ${SERVICE} (${REGION}) as tag ${tag} (first deploy: ${is_first})"
   run_gcloud "${args[@]}"
 
-  local service_url new_tag_url new_revision
+  deployed "${tag}" "${is_first}" "${previous}" "${previous_revision}" "${IMAGE}"
+}
+
+# The outputs of a deploy (or a re-tag): the service read back, the tag's URL and revision.
+deployed() {
+  local tag="$1" service_url new_tag_url new_revision described
   described="$(run_gcloud run services describe "${SERVICE}" --region "${REGION}" --format json)"
   IFS="|" read -r service_url new_tag_url new_revision _ < <(describe_fields "${tag}" <<< "${described}")
   [[ -n "${new_tag_url}" && -n "${new_revision}" ]] \
@@ -112,10 +121,56 @@ deploy() {
   output tag-url "${new_tag_url}"
   output revision "${new_revision}"
   output tag "${tag}"
-  output first-deploy "${is_first}"
-  output previous-traffic "${previous}"
-  output previous-revision "${previous_revision}"
-  echo "revision ${new_revision} is at ${new_tag_url}; traffic before: ${previous}"
+  output first-deploy "$2"
+  output previous-traffic "$3"
+  output previous-revision "$4"
+  output image "$5"
+  echo "revision ${new_revision} is at ${new_tag_url}; traffic before: $3"
+}
+
+# A rollback to an existing revision of the service: nothing is deployed (a revision is
+# immutable: its image, model and settings stay what they were). It gets a tag, and no
+# traffic yet, then goes through the same smoke test and rollout as a new revision.
+retag() {
+  local target="${TO_REVISION}" errors described owner target_image
+  [[ "${TRAFFIC}" == tag ]] || fail "a rollback to a revision moves traffic by its tag: traffic must be tag, got '${TRAFFIC}'"
+  [[ "${target}" =~ ^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$ ]] \
+    || fail "revision must be a Cloud Run revision name (lowercase letters, digits and dashes), got '${target}'"
+  # Read first for a clear refusal and the image; Cloud Run itself refuses a tag on anything but
+  # one of the service's revisions, so a deployer that may not read revisions still goes on.
+  errors="$(mktemp)"
+  if described="$(run_gcloud run revisions describe "${target}" --region "${REGION}" --format json 2> "${errors}")"; then
+    IFS="|" read -r owner target_image < <(python3 -c '
+import json, sys
+rev = json.load(sys.stdin)
+owner = (rev.get("metadata", {}).get("labels") or {}).get("serving.knative.dev/service", "")
+containers = rev.get("spec", {}).get("containers") or [{}]
+print(owner, containers[0].get("image", ""), sep="|")
+' <<< "${described}")
+    [[ "${owner}" == "${SERVICE}" ]] \
+      || fail "revision ${target} belongs to service '${owner}', not to ${SERVICE}"
+  else
+    echo "::warning title=cloud-run-deploy::cannot read revision ${target}: $(tail -n 1 "${errors}"); tagging it anyway (Cloud Run refuses a revision that is not ${SERVICE}'s; see gcloud run revisions list --service ${SERVICE} --region ${REGION})"
+  fi
+
+  local previous previous_revision tag="${TAG}"
+  described="$(run_gcloud run services describe "${SERVICE}" --region "${REGION}" --format json)" \
+    || fail "cannot read service ${SERVICE} in ${REGION}"
+  IFS="|" read -r _ _ _ previous previous_revision < <(describe_fields "" <<< "${described}")
+  [[ "${previous}" != "${target}=100" ]] \
+    || fail "revision ${target} already serves all traffic of ${SERVICE}: nothing to roll back"
+  if [[ -z "${tag}" ]]; then
+    # rollback-<what follows the service name>, e.g. rollback-00042-abc (at most 46 characters).
+    tag="rollback-${target#"${SERVICE}"-}"
+    tag="${tag:0:46}"
+    while [[ "${tag}" == *- ]]; do tag="${tag%-}"; done
+  fi
+  [[ "${tag}" =~ ^[a-z][a-z0-9-]{0,45}$ && "${tag}" != *- ]] \
+    || fail "tag '${tag}' must be lowercase letters, digits and dashes, start with a letter, end with a letter or digit"
+  echo "rolling back ${SERVICE} (${REGION}) to its revision ${target} (${target_image:-image unknown}) as tag ${tag}"
+  run_gcloud run services update-traffic "${SERVICE}" --region "${REGION}" --update-tags "${tag}=${target}" 2> "${errors}" \
+    || { cat "${errors}" >&2; fail "Cloud Run refused to tag revision ${target} of ${SERVICE}: $(grep -v '^ *$' "${errors}" | tail -n 1)"; }
+  deployed "${tag}" false "${previous}" "${previous_revision}" "${target_image}"
 }
 
 # Explains a failed smoke test in the log, the outputs and the job summary, then fails.

@@ -103,7 +103,7 @@ def deploy(repo: Path, act_binary: str, cloud_run: dict[str, str], tmp_path: Pat
 def _result(run: ActRun) -> dict[str, str]:
     """The action's outputs, as the fixture workflow's last step prints them."""
     result = run.printed("RESULT")
-    assert len(result) == 12, run.explain()
+    assert len(result) == 13, run.explain()
     return result
 
 
@@ -544,3 +544,76 @@ def test_the_probes_alone_can_judge_a_step(
     )
     assert result["rollout-result"] == "rolled-back at 50%"
     assert "figures from the probes" in run.summary()
+
+
+def test_a_rollback_to_a_revision_is_a_rollout_of_that_revision(
+    canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
+) -> None:
+    (old,) = _serving(cloud_run, canary_service)
+    newer = deploy(service=canary_service, image=GOOD_IMAGE)
+    assert newer.returncode == 0, newer.explain()
+    newer_tag = _result(newer)["tag"]
+
+    # Back to the revision it replaced (untagged now): tagged, checked, then 50 %, 100 %.
+    run = deploy(service=canary_service, image="", revision=old, traffic_steps="50,100")
+    assert run.returncode == 0, run.explain()
+    result = _result(run)
+    tag = f"rollback-{old.removeprefix(canary_service + '-')}"
+    assert (result["revision"], result["tag"], result["image"]) == (old, tag, GOOD_IMAGE)
+    assert result["smoke-result"] == "passed" and result["rollout-result"] == "promoted"
+    assert [row.split("|")[1].strip() for row in _rollout_rows(run)] == ["50%", "100%"]
+    assert _serving(cloud_run, canary_service) == {old: 100}
+    assert _tags(cloud_run, canary_service) == {tag: old}
+    assert result["removed-tags"] == newer_tag
+    # Nothing was deployed: the newest revision is still the one deployed before.
+    assert (
+        _describe(cloud_run, canary_service)["status"]["latestCreatedRevisionName"]
+        == (_result(newer)["revision"])
+    )
+
+    again = deploy(service=canary_service, image="", revision=old)
+    assert again.returncode == 1
+    assert f"revision {old} already serves all traffic" in again.explain()
+
+
+def test_a_rollback_to_a_bad_or_foreign_revision_moves_no_traffic(
+    canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
+) -> None:
+    _, failed = _refused_deploy(
+        deploy, cloud_run, canary_service, traffic_steps="10,100", faults="error-rate=0.2"
+    )
+    before = _serving(cloud_run, canary_service)
+    # The same analysis judges a revision rolled back to: one failing one request in five goes.
+    run = deploy(
+        service=canary_service, image="", revision=failed["revision"], traffic_steps="10,100"
+    )
+    assert run.returncode == 1, run.explain()
+    result = _result(run)
+    assert result["rollout-result"] == "rolled-back at 10%", result
+    assert "5xx error rate" in result["rollout-report"]
+    assert _serving(cloud_run, canary_service) == before
+
+    # A revision of another service is refused before anything changes.
+    other = f"other-{os.urandom(3).hex()}"
+    _gcloud(cloud_run, "run", "deploy", other, "--image", GOOD_IMAGE, "--region", REGION, "--quiet")
+    (foreign,) = _serving(cloud_run, other)
+    tags = _tags(cloud_run, canary_service)
+    refused = deploy(service=canary_service, image="", revision=foreign)
+    assert refused.returncode == 1
+    assert f"revision {foreign} belongs to service '{other}', not to {canary_service}" in (
+        refused.explain()
+    )
+    assert _serving(cloud_run, canary_service) == before
+    assert _tags(cloud_run, canary_service) == tags
+
+    # One that cannot be read (here: none such; on Cloud Run also a deployer that may not read
+    # revisions) is left to Cloud Run, which refuses to tag it: nothing changes either.
+    missing = f"{canary_service}-09999-zzz"
+    refused = deploy(service=canary_service, image="", revision=missing)
+    assert refused.returncode == 1
+    log = refused.explain()
+    assert f"cannot read revision {missing}" in log
+    assert f"Cloud Run refused to tag revision {missing} of {canary_service}" in log
+    assert f"Revision '{missing}' does not exist or is deleted" in log
+    assert _serving(cloud_run, canary_service) == before
+    assert _tags(cloud_run, canary_service) == tags

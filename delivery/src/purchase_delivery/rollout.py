@@ -49,7 +49,8 @@ from purchase_delivery.rollout_metrics import (
 
 PROG = "rollout.py"
 TITLE = "cloud-run-deploy"
-PIPELINE_TAG = re.compile(r"^sha-[0-9a-f]{7}$")
+# The tags this pipeline gives: a deploy's (sha-<7>) and a rollback to a revision's.
+PIPELINE_TAG = re.compile(r"^(sha-[0-9a-f]{7}|rollback-[a-z0-9-]+)$")
 
 
 class RolloutFailed(RuntimeError):
@@ -298,7 +299,8 @@ class Rollout:
 
 
 def remove_stale_tags(env: Mapping[str, str]) -> str:
-    """Earlier deploys' ``sha-*`` tags, removed now that traffic has moved (comma-separated)."""
+    """Earlier deploys' ``sha-*`` and ``rollback-*`` tags, removed now that traffic has moved
+    (comma-separated); other tags are someone else's and stay."""
     stale = sorted(
         {t["tag"] for t in traffic(env) if PIPELINE_TAG.match(t.get("tag", ""))} - {env["TAG"]}
     )
