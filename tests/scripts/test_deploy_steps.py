@@ -91,6 +91,27 @@ def test_an_image_tag_is_a_rollback_to_that_image(runner_temp) -> None:
     assert out["image"].endswith(f"/api:{other}")
 
 
+def test_a_revision_is_a_rollback_that_changes_nothing_but_traffic(runner_temp) -> None:
+    faulty = {**REAL, **runner_temp, "REVISION": "api-staging-00042-abc", "INJECT_FAULTS": "x"}
+    out = deploy_steps.settings(faulty).outputs
+    assert (out["mode"], out["revision"], out["image"], out["image-tag"]) == (
+        "revision",
+        "api-staging-00042-abc",
+        "",
+        "",
+    )
+    # Its account and environment are the revision's own: no flag could change them.
+    assert out["flags"] == ""
+    summary = deploy_steps.result(
+        {"MODE": "revision", "TO_REVISION": "api-staging-00042-abc", "DEPLOY_OUTCOME": "success"}
+    ).summary
+    assert (
+        "| Model | rollback to the revision `api-staging-00042-abc`: the model baked into its "
+        "image |" in summary
+    )
+    assert "| Code | - (the revision's image) |" in summary
+
+
 def test_gcloud_s_own_project_stands_in_for_the_variable(runner_temp) -> None:
     env = {**REAL, **runner_temp, "PROJECT_ID": "", "CLOUDSDK_CORE_PROJECT": "from-gcloud"}
     assert deploy_steps.settings(env).outputs["project"] == "from-gcloud"
@@ -101,6 +122,9 @@ def test_gcloud_s_own_project_stands_in_for_the_variable(runner_temp) -> None:
     [
         ({"IMAGE_TAG": "abc123"}, "image-tag must be a full 40-character commit SHA"),
         ({"MODEL_VERSION": "v3"}, "model-version must be a number, got 'v3'"),
+        ({"REVISION": "Api-1"}, "revision must be a Cloud Run revision name"),
+        ({"REVISION": "api-1", "MODEL_VERSION": "3"}, "give neither image-tag nor model-version"),
+        ({"REVISION": "api-1", "IMAGE_TAG": "f" * 40}, "give neither image-tag nor model-version"),
         (
             {"DECLARED_SERVICE": "api-production"},
             "the code maps environment staging to the Cloud Run service 'api-staging', but the "
@@ -121,6 +145,9 @@ def test_gcloud_s_own_project_stands_in_for_the_variable(runner_temp) -> None:
     ids=[
         "image-tag",
         "model-version",
+        "revision-name",
+        "revision-with-version",
+        "revision-with-image",
         "service",
         "project",
         "provider",

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from purchase_delivery.trigger_plan import Context, Refused, api_plan, training_plan
+from purchase_delivery.trigger_plan import Context, Refused, api_plan, summary, training_plan
 from purchase_rig.act import git
 
 REPOSITORY = "example/purchase-predict"
@@ -231,6 +231,41 @@ def test_api_dispatch_rollback_needs_a_full_sha(repo: dict[str, Any]) -> None:
         api_plan(ctx, repo["path"])
 
 
+def test_api_dispatch_of_a_rollback_to_a_revision_is_accepted_from_any_ref(
+    repo: dict[str, Any],
+) -> None:
+    inputs = {"revision": "purchase-predict-api-staging-00042-abc"}
+    ctx = _ctx("workflow_dispatch", {}, sha=repo["m2"], inputs=inputs)
+    plan = api_plan(ctx, repo["path"])
+    assert (plan.go, plan.revision, plan.image_tag, plan.ref) == (
+        True,
+        inputs["revision"],
+        "",
+        repo["s2"],
+    )
+    assert "roll back to the revision `purchase-predict-api-staging-00042-abc`" in summary(
+        "api", ctx, plan
+    )
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"revision": "Svc-00001-abc"}, "revision must be a Cloud Run revision name"),
+        ({"revision": "svc-00001-abc-"}, "revision must be a Cloud Run revision name"),
+        ({"revision": "s" * 64}, "revision must be a Cloud Run revision name"),
+        ({"revision": "svc-1", "image-tag": "a" * 40}, "image-tag or revision, not both"),
+        ({"revision": "svc-1", "model-version": "3"}, "model-version cannot change a revision"),
+    ],
+)
+def test_api_dispatch_of_a_bad_revision_rollback_is_refused(
+    repo: dict[str, Any], inputs: dict[str, str], message: str
+) -> None:
+    ctx = _ctx("workflow_dispatch", {}, sha=repo["m2"], inputs=inputs)
+    with pytest.raises(Refused, match=message):
+        api_plan(ctx, repo["path"])
+
+
 def test_training_dispatch_must_be_on_the_environment_branch(repo: dict[str, Any]) -> None:
     on_branch = _ctx("workflow_dispatch", {}, sha=repo["s1"], ref="refs/heads/feature")
     assert training_plan(on_branch, repo["path"]).ref == repo["s1"]
@@ -284,6 +319,7 @@ def test_cli_writes_every_output_and_the_summary(repo: dict[str, Any], tmp_path:
         "dry-run": "true",
         "model-version": "",
         "image-tag": "",
+        "revision": "",
         "training-sha": repo["s1"],
     }
     assert "## API deploy: workflow_run" in summary and "moved on" in summary

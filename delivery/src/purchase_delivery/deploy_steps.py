@@ -1,7 +1,8 @@
 """The steps of ``deploy-api.yml`` that decide and report: ``settings`` and ``result``.
 
 ``settings`` checks the inputs and the GitHub environment's declarations and plans the run:
-the mode (``build``, ``rollback`` or ``dry-run``), the image reference, the model URI, the
+the mode (``build``, ``rollback`` to a pushed image, ``revision``: a rollback to an existing
+revision, or ``dry-run``), the image reference, the model URI, the
 identity, and the smoke request (the caller's file, or the contract's example session). It
 refuses with a message naming the variable or input to set. ``result`` turns what the steps
 did into the workflow's outputs and the job summary. Both read the step's environment
@@ -17,7 +18,7 @@ from pathlib import Path
 from purchase_contract.features import example_session_json
 from purchase_contract.images import image_path, image_reference, registry_host
 from purchase_contract.model_dir import alias_uri, version_uri
-from purchase_delivery.trigger_plan import FULL_SHA
+from purchase_delivery.trigger_plan import FULL_SHA, REVISION
 from purchase_delivery.workflow_step import StepRefused, StepResult, is_true, run_steps
 
 VERSION = re.compile(r"^[0-9]+$")
@@ -28,25 +29,23 @@ def settings(env: Mapping[str, str]) -> StepResult:
     """The plan of one deploy, or :class:`StepRefused`."""
     get = env.get
     image_tag, model_version = get("IMAGE_TAG", ""), get("MODEL_VERSION", "")
-    mode = "dry-run" if is_true(get("DRY_RUN")) else ("rollback" if image_tag else "build")
-    if image_tag and not FULL_SHA.match(image_tag):
-        raise StepRefused(
-            "image-tag must be a full 40-character commit SHA (the tag docker-push gives), "
-            f"got '{image_tag}'"
-        )
-    if model_version and not VERSION.match(model_version):
-        raise StepRefused(f"model-version must be a number, got '{model_version}'")
+    revision = get("REVISION", "")
+    mode = "rollback" if image_tag else ("revision" if revision else "build")
+    mode = "dry-run" if is_true(get("DRY_RUN")) else mode
+    _check_versions(image_tag, revision, model_version)
     _check_declared_service(env)
     project = get("PROJECT_ID") or get("CLOUDSDK_CORE_PROJECT", "")
     if mode != "dry-run":
         _check_identity(env, project)
     registry = registry_host(get("REGION", ""), get("REGISTRY", ""))
-    tag = image_tag or get("GIT_SHA", "")
+    # A revision's code is its image's, not the checked-out configuration's.
+    tag = "" if revision else (image_tag or get("GIT_SHA", ""))
     # A dry run may have no project: the plan shows where it goes.
     path = image_path(
         registry, project or "PROJECT", get("ARTIFACT_REPOSITORY", ""), get("IMAGE_NAME", "")
     )
-    image = image_reference(path, tag)
+    # A revision's image is the one it was deployed with (the deploy action reads it).
+    image = "" if revision else image_reference(path, tag)
     name = get("MODEL_NAME", "")
     model_uri = (
         version_uri(name, model_version) if model_version else alias_uri(name, get("ALIAS", ""))
@@ -61,10 +60,36 @@ def settings(env: Mapping[str, str]) -> StepResult:
         "model-uri": model_uri,
         "workload-identity-provider": get("WORKLOAD_IDENTITY_PROVIDER", ""),
         "service-account": get("SERVICE_ACCOUNT", ""),
-        "flags": " ".join([f"--service-account={runtime}"] * bool(runtime) + [fault_flag(env)]),
+        "revision": revision,
+        # A revision is immutable: neither its account nor its environment can change.
+        "flags": ""
+        if revision
+        else " ".join([f"--service-account={runtime}"] * bool(runtime) + [fault_flag(env)]),
         "smoke-request": str(smoke_request(env)),
     }
-    return StepResult(outputs, log=[f"mode {mode}: {model_uri} -> {image}"])
+    target = f"revision {revision}" if revision else f"{model_uri} -> {image}"
+    return StepResult(outputs, log=[f"mode {mode}: {target}"])
+
+
+def _check_versions(image_tag: str, revision: str, model_version: str) -> None:
+    """What to deploy: a build (of a model version, or the alias's), or one rollback."""
+    if revision and (image_tag or model_version):
+        raise StepRefused(
+            "revision is a rollback to an existing revision, with its own image and model: "
+            "give neither image-tag nor model-version with it"
+        )
+    if revision and not REVISION.match(revision):
+        raise StepRefused(
+            "revision must be a Cloud Run revision name (lowercase letters, digits and dashes, "
+            f"as `gcloud run revisions list` shows it), got '{revision}'"
+        )
+    if image_tag and not FULL_SHA.match(image_tag):
+        raise StepRefused(
+            "image-tag must be a full 40-character commit SHA (the tag docker-push gives), "
+            f"got '{image_tag}'"
+        )
+    if model_version and not VERSION.match(model_version):
+        raise StepRefused(f"model-version must be a number, got '{model_version}'")
 
 
 def fault_flag(env: Mapping[str, str]) -> str:
@@ -183,6 +208,10 @@ def summary(env: Mapping[str, str], outcome: str) -> str:
         rollback = f"`{previous}` (`{command}`)"
     if get("MODE") == "rollback":
         model = "rollback: the model baked into that image"
+    elif get("MODE") == "revision":
+        model = (
+            f"rollback to the revision `{get('TO_REVISION', '')}`: the model baked into its image"
+        )
     else:
         f1, run = get("MODEL_F1"), get("MODEL_RUN")
         model = (
@@ -193,7 +222,7 @@ def summary(env: Mapping[str, str], outcome: str) -> str:
     smoke = get("SMOKE_RESULT")
     rows = [
         ("Environment", f"`{get('ENVIRONMENT', '')}` (Cloud Run `{service}`, {region})"),
-        ("Code", f"`{get('GIT_SHA', '')}`"),
+        ("Code", f"`{get('GIT_SHA')}`" if get("GIT_SHA") else "- (the revision's image)"),
         ("Model", model),
         ("Image", f"`{get('IMAGE', '')}`"),
         ("Revision", f"`{get('REVISION') or '-'}` (tag URL {get('TAG_URL') or '-'})"),

@@ -16,8 +16,9 @@ The rules (docs/workflows.md, "Who can deploy what"):
   image's training-commit label.
 - ``repository_dispatch`` ``client_payload.ref`` and ``workflow_dispatch`` runs accept only the
   environment's branch or a commit on it; a ``workflow_dispatch`` of the API with an
-  ``image-tag`` is an explicit rollback to a pushed image and is accepted from any ref (it
-  still reads the configuration of the environment's branch).
+  ``image-tag`` is an explicit rollback to a pushed image, and one with a ``revision`` a
+  rollback to an existing revision of the service; both are accepted from any ref (they still
+  read the configuration of the environment's branch).
 - A refused request exits 1 with the reason; a request that deploys nothing exits 0.
 
 Outputs are ``key=value`` lines on stdout, appended to ``$GITHUB_OUTPUT`` when it is set; a
@@ -41,6 +42,8 @@ from purchase_contract.step_outputs import append_to
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 VERSION = re.compile(r"^[1-9][0-9]*$")
+# A Cloud Run revision name: a DNS label (lowercase letters, digits, dashes; 63 at most).
+REVISION = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 # Training runs whose workflow files this repository controls (pull_request runs use the PR's).
 TRUSTED_TRAINING_EVENTS = ("push", "workflow_dispatch")
 
@@ -50,7 +53,7 @@ GITHUB_REPOSITORY, GITHUB_SHA, GITHUB_REF); --environment and --branch come from
 actions/resolve-environment (the environment resolved from the event, and its branch).
 
 api outputs:       deploy, reason, ref (full SHA to build), model-version, image-tag,
-                   training-sha, dry-run
+                   revision, training-sha, dry-run
 training outputs:  train, reason, ref (full SHA to train), dry-run
 
 exit status: 0 planned (deploy/train may be false), 1 refused (the reason is printed as a
@@ -86,6 +89,7 @@ class Plan:
     ref: str = ""
     model_version: str = ""
     image_tag: str = ""
+    revision: str = ""
     training_sha: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -201,17 +205,32 @@ def _manual_deploy(ctx: Context, cwd: Path | None) -> Plan:
     version = ctx.inputs.get("model-version", "")
     if version and not VERSION.match(version):
         raise Refused(f"model-version must be a registered model version number, got {version!r}")
-    image_tag = ctx.inputs.get("image-tag", "")
-    if not image_tag:
+    image_tag, revision = ctx.inputs.get("image-tag", ""), ctx.inputs.get("revision", "")
+    if not (image_tag or revision):
         return Plan(go=True, ref=_dispatched_commit(ctx, cwd), model_version=version)
-    if not FULL_SHA.match(image_tag):
+    if image_tag and revision:
+        raise Refused("give image-tag or revision, not both: each is a rollback of its own")
+    if image_tag and not FULL_SHA.match(image_tag):
         raise Refused(
             f"image-tag must be the full 40-character commit SHA an image was pushed with, got {image_tag!r}"
+        )
+    if revision and not REVISION.match(revision):
+        raise Refused(
+            f"revision must be a Cloud Run revision name (lowercase letters, digits and dashes, "
+            f"as `gcloud run revisions list` shows it), got {revision!r}"
+        )
+    if revision and version:
+        raise Refused(
+            "model-version cannot change a revision: it serves the model baked into its image"
         )
     # A rollback builds nothing and may be started from any ref; the configuration and the
     # smoke request still come from the environment's branch, not from that ref.
     return Plan(
-        go=True, ref=branch_head(ctx.branch, cwd), model_version=version, image_tag=image_tag
+        go=True,
+        ref=branch_head(ctx.branch, cwd),
+        model_version=version,
+        image_tag=image_tag,
+        revision=revision,
     )
 
 
@@ -260,6 +279,7 @@ def outputs(kind: str, ctx: Context, plan: Plan) -> dict[str, str]:
         **common,
         "model-version": plan.model_version,
         "image-tag": plan.image_tag,
+        "revision": plan.revision,
         "training-sha": plan.training_sha,
     }
 
@@ -271,11 +291,11 @@ def summary(kind: str, ctx: Context, plan: Plan) -> str:
         nothing = "nothing to deploy" if kind == "api" else "nothing to train"
         return f"## {title}: skipped\n\n{ctx.event_name}: {plan.reason}: {nothing}.\n"
     if kind == "api":
-        what = (
-            f"roll back to the image `{plan.image_tag}`"
-            if plan.image_tag
-            else f"build `{plan.ref}`"
-        )
+        what = f"build `{plan.ref}`"
+        if plan.image_tag:
+            what = f"roll back to the image `{plan.image_tag}`"
+        elif plan.revision:
+            what = f"roll back to the revision `{plan.revision}`"
         line = (
             f"Branch `{ctx.branch}`: {what} and deploy it to **{ctx.environment}** (model version "
             f"{plan.model_version or 'of the alias'}, dry run: {_bool(ctx.dry_run)})."
