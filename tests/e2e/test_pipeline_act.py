@@ -23,6 +23,8 @@ The scenario is one story, in order (each test needs the state the previous ones
 2e. staging's ``traffic_steps`` set to ``[10, 50, 100]`` in the code's pyproject, then a build
    -> a canary: 10 %, 50 %, 100 %, each judged on the stand-in's metrics against the revision
    it replaces, which served the rest; the earlier tag goes;
+2f. a manual rollback to the revision 2e replaced, by its name -> nothing deployed: it is tagged
+   ``rollback-...``, smoke-tested and rolled out in the same steps, and serves again;
 3. a push to ``staging`` that breaks ``/predict`` -> API: the new revision fails its smoke test,
    traffic stays on the serving revision, the workflow fails with the reason in its summary;
 4. push to a feature branch -> neither workflow trains or deploys anything.
@@ -322,12 +324,12 @@ def test_2_training_success_deploys_the_api_with_that_model(
     scenario.done["deploy"] = {**report}
 
 
-def _dispatch(scenario: Scenario, faults: str = "", image_tag: str = "") -> ActRun:
+def _dispatch(
+    scenario: Scenario, faults: str = "", image_tag: str = "", revision: str = ""
+) -> ActRun:
     """A manual API run on the environment's branch, the revision started with ``faults``."""
-    payload = {
-        "ref": f"refs/heads/{ENVIRONMENT}",
-        "inputs": {"environment": ENVIRONMENT, "image-tag": image_tag, "model-version": ""},
-    }
+    inputs = {"image-tag": image_tag, "revision": revision, "model-version": ""}
+    payload = {"ref": f"refs/heads/{ENVIRONMENT}", "inputs": {"environment": ENVIRONMENT, **inputs}}
     variables = {"API_INJECT_FAULTS": faults} if faults else {}
     return scenario.act_run("workflow_dispatch", "api.yml", payload, DEPLOY_TIMEOUT_S, variables)
 
@@ -409,7 +411,37 @@ def test_2e_a_canary_goes_10_50_100_as_the_configuration_says(
     assert service is not None and _serving(service) == {report["revision"]: 100}
     tags = {t.get("tag") for t in service["status"]["traffic"] if t.get("tag")}
     assert tags == {f"sha-{git(scenario.repo, 'rev-parse', 'HEAD')[:7]}"}, tags
-    scenario.done["deploy"] = {**deployed, "revision": report["revision"]}
+    scenario.done["deploy"] = {
+        **deployed,
+        "revision": report["revision"],
+        "replaced": deployed["revision"],
+    }
+
+
+def test_2f_a_manual_rollback_to_a_revision_is_a_rollout_of_it(
+    scenario: Scenario, project: dict[str, Any]
+) -> None:
+    deployed = scenario.require("deploy")
+    earlier = deployed["replaced"]  # untagged since 2e, still a revision of the service
+    run = _dispatch(scenario, revision=earlier)
+
+    assert run.returncode == 0, run.explain()[-8000:]
+    report = _report(run)
+    assert (report["decision"], report["revision"], report["git-sha"]) == ("deployed", earlier, "")
+    summary = run.summary("Deploy API")
+    assert f"rollback to the revision `{earlier}`" in summary, summary
+    # The same checks and steps as a deploy (staging's are 10, 50, 100 since 2e).
+    assert "(smoke test: passed)" in summary and f"### Rollout of `{earlier}`: promoted" in summary
+    rows = set(re.findall(r"^\| (\d+)% \|", summary, re.M))
+    assert rows == {"10", "50", "100"}, summary
+    service = _service(scenario.env, project)
+    assert service is not None and _serving(service) == {earlier: 100}
+    name = project["environments"][ENVIRONMENT]["service"]
+    tags = {t.get("tag") for t in service["status"]["traffic"] if t.get("tag")}
+    assert tags == {f"rollback-{earlier.removeprefix(name + '-')}"}, tags
+    status, answer = _predict(scenario.env, deployed["url"])
+    assert status == 200 and answer["model_version"] == deployed["model-version"], answer
+    scenario.done["deploy"] = {**deployed, "revision": earlier}
 
 
 def test_3_an_image_failing_its_smoke_test_never_takes_traffic(
