@@ -171,10 +171,41 @@ def _check_sessions() -> list[Session]:
     return [validate_session({**SESSION_EXAMPLE, **v}) for v in variants]
 
 
-def same_answers(compiled: CompiledPipeline, estimator: Any) -> bool:
+# Largest difference between the compiled form's answer and predict_proba's on the same row.
+SAME_ANSWER_ATOL = 1e-9
+
+
+def check_answers(estimator: Any) -> list[float]:
+    """``predict_proba``'s answers on the check sessions: recorded when the compiled form is
+    written, compared with the compiled form's own at every start."""
     sessions = _check_sessions()
-    expected = estimator.predict_proba(sessions_frame(sessions))[:, 1]
-    return bool(np.allclose(compiled.predict(sessions), expected, rtol=0, atol=1e-9))
+    return [float(p) for p in estimator.predict_proba(sessions_frame(sessions))[:, 1]]
+
+
+def disagreement(
+    compiled: CompiledPipeline,
+    expected: Sequence[float],
+    sessions: Sequence[Session] | None = None,
+    atol: float = SAME_ANSWER_ATOL,
+) -> str:
+    """Why ``compiled`` does not answer ``expected`` on ``sessions`` (the check sessions by
+    default), or "" when every answer is within ``atol``."""
+    sessions = _check_sessions() if sessions is None else sessions
+    if len(expected) != len(sessions):
+        return f"{len(expected)} stored answers for {len(sessions)} sessions"
+    gaps = np.abs(compiled.predict(sessions) - np.asarray(expected, dtype=np.float64))
+    gaps = np.where(np.isnan(gaps), np.inf, gaps)  # NaN answers never agree
+    wrong = int(np.count_nonzero(gaps > atol))
+    if not wrong:
+        return ""
+    return (
+        f"{wrong} of {len(sessions)} answers differ from the stored ones (largest gap "
+        f"{float(gaps.max()):.3g}, allowed {atol:g})"
+    )
+
+
+def same_answers(compiled: CompiledPipeline, estimator: Any) -> bool:
+    return not disagreement(compiled, check_answers(estimator))
 
 
 def compile_checked(estimator: Any) -> CompiledPipeline | None:

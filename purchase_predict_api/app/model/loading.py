@@ -12,6 +12,14 @@ code tables + LightGBM's text model, checked against ``predict_proba``), with a 
 source file's hash and the library versions. At start those files are used only when the
 record matches exactly: the compiled form first (no scikit-learn, no pandas, LightGBM through
 its C library), then the pickle; otherwise the MLflow format is read.
+
+The compiled form is served only once it has proven, at every start, to be the one written
+for this estimator: its checksum is the record's, and its answers on the check sessions are
+the ones ``predict_proba`` gave when it was written (and, when the directory has one, on the
+training run's reference sample). Otherwise it is refused with the reason and the estimator
+is loaded instead; where that cannot be (an image without scikit-learn), the start fails with
+both reasons. A changed LightGBM text is never handed to the library (it could abort the
+process), and a changed code table never answers.
 """
 
 from __future__ import annotations
@@ -35,17 +43,26 @@ from app.core.config import Settings
 from app.model.compiled import (
     COMPILED_FILE,
     CompiledPipeline,
+    check_answers,
     compile_checked,
+    disagreement,
     same_answers,
 )
 from app.model.frame import FEATURE_COLUMNS, sessions_frame
 from app.model.source import fetch_model, read_mlmodel
 from app.models import SESSION_EXAMPLE, Session, validate_session
 from purchase_contract.features import FEATURE_DTYPES
-from purchase_contract.model_dir import ModelMeta, ModelSourceError
+from purchase_contract.model_dir import (
+    REFERENCE_SAMPLE_FILE,
+    ModelMeta,
+    ModelSourceError,
+    ReferenceSample,
+)
 
 logger = logging.getLogger(__name__)
 
+# Largest difference allowed with the training run's reference sample (as the rollout's).
+REFERENCE_ATOL = 1e-6
 # Libraries whose version must match training for the estimator to behave the same.
 PINNED_LIBRARIES = ("scikit-learn", "lightgbm", "skops", "numpy", "pandas", "scipy")
 # Written by prepare_model_dir at image build: the estimator as a pickle, and its provenance.
@@ -103,9 +120,9 @@ def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel
     """Read, check and warm up the model of a baked directory.
 
     Prepared at image build (``python -m app.prepare``), the directory holds the compiled form,
-    checked there against ``predict_proba``: a start then needs neither scikit-learn nor
-    pandas. Otherwise the estimator is read (the prepared pickle, else its MLflow format),
-    checked, and compiled in memory when it can be.
+    checked there against ``predict_proba`` and again here (see the module docstring): a start
+    then needs neither scikit-learn nor pandas. Otherwise the estimator is read (the prepared
+    pickle, else its MLflow format), checked, and compiled in memory when it can be.
     """
     meta = ModelMeta.read(model_dir)
     mlmodel = read_mlmodel(model_dir)
@@ -113,14 +130,30 @@ def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel
     if not isinstance(flavor, dict) or "pickled_model" not in flavor:
         raise ModelLoadError(f"{model_dir}/MLmodel has no sklearn flavor with a pickled_model")
     source = model_dir / flavor["pickled_model"]
-    if use_prepared and _compiled_record_matches(model_dir, source):
-        compiled = _load_compiled(model_dir)
-    else:
-        compiled = None
+    compiled, refused = _verified_compiled(model_dir, source) if use_prepared else (None, "")
     if compiled is not None:
         model = LoadedModel(estimator=None, meta=meta, compiled=compiled)
         _warm_up(model, model_dir)
         return model
+    if refused:
+        logger.error("compiled form not served: %s; loading the estimator instead", refused)
+    try:
+        estimator = _load_estimator(model_dir, source, flavor, use_prepared)
+    except ModelLoadError as err:
+        if not refused:
+            raise
+        raise ModelLoadError(
+            f"{model_dir}: the compiled form is refused ({refused}), and the estimator cannot "
+            f"be loaded instead: {err}"
+        ) from err
+    model = LoadedModel(estimator=estimator, meta=meta)
+    _warm_up(model, model_dir)
+    compiled = compile_checked(estimator)
+    return LoadedModel(estimator=estimator, meta=meta, compiled=compiled) if compiled else model
+
+
+def _load_estimator(model_dir: Path, source: Path, flavor: dict, use_prepared: bool) -> Any:
+    """The estimator: the prepared pickle when its record matches, else its MLflow format."""
     prepared = use_prepared and _prepared_record_matches(model_dir, source)
     estimator = _load_prepared(model_dir) if prepared else None
     if estimator is None:
@@ -131,10 +164,7 @@ def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel
         )
     _check_estimator(estimator, model_dir)
     _warn_on_library_drift(model_dir)
-    model = LoadedModel(estimator=estimator, meta=meta)
-    _warm_up(model, model_dir)
-    compiled = compile_checked(estimator)
-    return LoadedModel(estimator=estimator, meta=meta, compiled=compiled) if compiled else model
+    return estimator
 
 
 def prepare_model_dir(model_dir: Path) -> LoadedModel:
@@ -157,6 +187,10 @@ def prepare_model_dir(model_dir: Path) -> LoadedModel:
         "compiled": compiled_file.name if compiled_file.exists() else None,
         # What the compiled form needs: LightGBM's library reading its own text format.
         "compiled_lightgbm": _version("lightgbm"),
+        # What every start checks before serving it: the file is this one, and it answers
+        # the check sessions as predict_proba did.
+        "compiled_sha256": _sha256(compiled_file) if compiled_file.exists() else None,
+        "check_answers": check_answers(model.estimator),
     }
     (model_dir / PREPARED_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return model
@@ -180,19 +214,50 @@ def _prepared_record_matches(model_dir: Path, source: Path) -> bool:
     return True
 
 
-def _compiled_record_matches(model_dir: Path, source: Path) -> bool:
-    """A compiled form was written from ``source`` for this LightGBM (the image's runtime stage
-    has no scikit-learn, pandas or skops: only these two matter to it)."""
+def _compiled_record(model_dir: Path, source: Path) -> dict[str, Any] | None:
+    """The record, when a compiled form was written from ``source`` for this LightGBM (the
+    image's runtime stage has no scikit-learn, pandas or skops: only these two matter to it)."""
     try:
         record = json.loads((model_dir / PREPARED_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return (
-        record.get("compiled") == COMPILED_FILE
+        return None
+    matches = (
+        isinstance(record, dict)
+        and record.get("compiled") == COMPILED_FILE
         and record.get("source") == source.name
         and record.get("source_sha256") == _sha256(source)
         and record.get("compiled_lightgbm") == _version("lightgbm")
     )
+    return record if matches else None
+
+
+def _verified_compiled(model_dir: Path, source: Path) -> tuple[CompiledPipeline | None, str]:
+    """The compiled form once it has proven to be the one written for ``source``; else None and
+    why it is refused ("" when there is none to use)."""
+    record, path = _compiled_record(model_dir, source), model_dir / COMPILED_FILE
+    if record is None or not path.exists():
+        return None, ""
+    # Before LightGBM reads it: a changed model text can make the library abort the process.
+    if record.get("compiled_sha256") != _sha256(path):
+        return None, f"{COMPILED_FILE} is not the file written when the model was prepared"
+    compiled = _load_compiled(model_dir)
+    if compiled is None:
+        return None, f"{COMPILED_FILE} cannot be read"
+    why = disagreement(compiled, record.get("check_answers") or [])
+    if not why and (model_dir / REFERENCE_SAMPLE_FILE).exists():
+        why = _reference_disagreement(compiled, model_dir / REFERENCE_SAMPLE_FILE)
+    return (None, f"{COMPILED_FILE}: {why}") if why else (compiled, "")
+
+
+def _reference_disagreement(compiled: CompiledPipeline, path: Path) -> str:
+    """Why ``compiled`` does not answer the training run's reference sample, or ""."""
+    try:
+        sample = ReferenceSample.read(path)
+        sessions = [validate_session(session) for session in sample.sessions]
+    except (ModelSourceError, ValueError) as err:
+        return f"its reference sample cannot be checked: {err}"
+    why = disagreement(compiled, sample.probabilities, sessions, atol=REFERENCE_ATOL)
+    return f"on the reference sample of run {sample.run_id}: {why}" if why else ""
 
 
 def _version(library: str) -> str | None:
