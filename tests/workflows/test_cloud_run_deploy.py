@@ -617,3 +617,17 @@ def test_a_rollback_to_a_bad_or_foreign_revision_moves_no_traffic(
     assert f"Revision '{missing}' does not exist or is deleted" in log
     assert _serving(cloud_run, canary_service) == before
     assert _tags(cloud_run, canary_service) == tags
+
+
+def test_a_revision_slower_than_the_one_it_replaces_is_rolled_back(
+    canary_service: str, deploy: Deploy, cloud_run: dict[str, str]
+) -> None:
+    # Every /predict of the new revision takes 120 ms more: its p95 is judged against the
+    # baseline's (x1.5, or +50 ms), from the stand-in's request_latencies distribution.
+    run, result = _refused_deploy(
+        deploy, cloud_run, canary_service, traffic_steps="50,100", faults="latency-ms=120"
+    )
+    assert result["rollout-result"] == "rolled-back at 50%", result
+    assert "p95 latency" in result["rollout-report"], result["rollout-report"]
+    assert "5xx error rate" not in result["rollout-report"]
+    assert "FAIL: p95 latency" in run.summary()
