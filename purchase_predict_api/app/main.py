@@ -28,7 +28,8 @@ from app.core.middleware import (
     RequestLogMiddleware,
     ShutdownCutMiddleware,
 )
-from app.model.loading import load_model
+from app.core.startup import stoppable
+from app.model.loading import LoadedModel, load_model
 from app.models import BODY_LIMIT_DETAIL, MAX_BODY_BYTES
 from purchase_contract.model_dir import ModelSourceError
 
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         try:
             app.state.settings = active = settings or get_settings()
-            model = load_model(active)
+            model = await _load(active)
         except (ModelSourceError, ValidationError) as err:
             logger.error("cannot load the model: %s", err)
             raise
@@ -100,6 +101,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: refused (413) and failed requests are logged too.
     app.add_middleware(RequestLogMiddleware)
     return app
+
+
+async def _load(settings: Settings) -> LoadedModel:
+    """The model of the settings; a fetch from MLflow (which may wait on a server that does
+    not answer) ends at once on SIGTERM or SIGINT, a baked directory is read as it is."""
+    if settings.model_uri is None:
+        return load_model(settings)
+    return await stoppable(
+        lambda: load_model(settings),
+        doing=f"fetching {settings.model_uri} from {settings.mlflow_tracking_uri}",
+    )
 
 
 def _tune_runtime() -> None:
