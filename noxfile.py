@@ -216,8 +216,8 @@ def e2e(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks (ratios against an anchor of the same run); writes docs/benchmarks.md.
 
-    Our API vs `mlflow models serve`, cold start, batch, image size, the feature step at 1 M
-    and 10 M events, the local pipeline. Options after `--`, e.g.
+    Our API vs `mlflow models serve`, cold start, batch, hostile bodies, image size, the
+    feature step at 1 M and 10 M events, the local pipeline. Options after `--`, e.g.
     `nox -s bench -- --only serving,batch` (see --help)."""
     _install_training(session)
     _install_local(session, "bench", "purchase_predict_api[model]")

@@ -10,6 +10,8 @@ One run measures, side by side on this machine, and writes ``docs/benchmarks.md`
              fetching from an ``mlflow server``, MLflow's scoring server; where our start-up
              time goes (imports, model load);
 ``batch``    10,000 sessions in one request: server time (the API's request log) and round trip;
+``hostile``  the error-amplification bound: ``[{}]`` x 10,000 and 10,000 sessions x 60 unknown
+             keys against a valid 10,000-session batch, /health polled meanwhile;
 ``image``    image size and container cold start, when a Docker engine can be started
              (``scripts/local_cloud.py``: the same engine and base image as ``nox -s pipeline``);
 ``feature``  raw events -> primary table (``kedro run --pipeline data_processing``) on generated
@@ -37,6 +39,7 @@ from purchase_bench.cold import cold
 from purchase_bench.common import ROOT, SECTIONS, say
 from purchase_bench.context import Bench
 from purchase_bench.feature import feature
+from purchase_bench.hostile import hostile
 from purchase_bench.image import image
 from purchase_bench.pipeline import pipeline
 from purchase_bench.report import kept_by_hand, report
@@ -46,6 +49,7 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "serving": serving,
     "cold": cold,
     "batch": batch,
+    "hostile": hostile,
     "image": image,
     "feature": feature,
     "pipeline": pipeline,
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "nox -s bench" + (f" -- {' '.join(argv)}" if argv else "")
     say(f"scratch directory {work}")
     try:
-        if {"serving", "cold", "batch", "image"} & set(sections):
+        if {"serving", "cold", "batch", "hostile", "image"} & set(sections):
             bench.model()
     except (RuntimeError, subprocess.CalledProcessError, OSError) as err:
         print(f"benchmark: no model to serve: {err}; logs in {work}", file=sys.stderr)

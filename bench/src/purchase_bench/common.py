@@ -13,7 +13,7 @@ from purchase_bench import REPO_ROOT
 ROOT = REPO_ROOT
 TRAINING_DIR = ROOT / "purchase_predict"
 API_DIR = ROOT / "purchase_predict_api"
-SECTIONS = ("serving", "cold", "batch", "image", "feature", "pipeline")
+SECTIONS = ("serving", "cold", "batch", "hostile", "image", "feature", "pipeline")
 SERVER_CPU = 0
 LOAD_CPU = 1
 EVENTS_PER_SESSION = 6.6  # the generator's average (purchase-predict-generate --help)

@@ -19,10 +19,10 @@ from purchase_bench.common import LOAD_CPU
 from purchase_bench.servers import pinned
 
 
-async def _exchange(
+async def exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bool]:
-    """One request on an open connection: its status and whether the server closes it."""
+) -> tuple[int, bool, bytes]:
+    """One request on an open connection: its status, whether the server closes it, the body."""
     writer.write(request)
     status_line = await reader.readline()
     length, close = 0, False
@@ -33,8 +33,8 @@ async def _exchange(
             length = int(value)
         elif name == "connection" and value.strip().lower() == "close":
             close = True
-    await reader.readexactly(length)
-    return int(status_line.split()[1]), close
+    body = await reader.readexactly(length)
+    return int(status_line.split()[1]), close, body
 
 
 async def _client(
@@ -46,7 +46,7 @@ async def _client(
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
-            status, close = await _exchange(reader, writer, request)
+            status, close, _ = await exchange(reader, writer, request)
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             status, close = 0, True
         elapsed = time.perf_counter() - started

@@ -165,6 +165,50 @@ def _batch_section(batch: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Issue 16, point 1: a concurrent /health stays under this while any bad request is processed.
+HEALTH_BOUND_MS = 50.0
+
+
+def _size(mb: float) -> str:
+    return f"{mb:.1f} MB" if mb >= 1 else f"{mb * 1000:.0f} KB"
+
+
+def _hostile_section(hostile: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Hostile bodies: the error-amplification bound",
+        "",
+        f"Our API (baked model) pinned to CPU {SERVER_CPU}; one request at a time from a client "
+        f"pinned to CPU {LOAD_CPU}, {hostile['requests']} of each body after "
+        f"{hostile['warm_up_requests']} unmeasured ones. A second keep-alive connection sends "
+        "`GET /health` back to back meanwhile: its worst latency during the body's requests, "
+        "against the median of an idle `/health` on the same connection just before. The "
+        "requests share their core with that polling: longer than in the batch section. Peak "
+        "growth is the server's peak resident memory (VmHWM) after the body minus before it.",
+        "",
+        "| body | size | status | answer bytes | request median | x valid batch | worst /health "
+        "| x idle /health | peak growth |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in hostile["bodies"].items():
+        ratio = hostile["ratios"][name]
+        lines.append(
+            f"| {name} | {_size(row['body_mb'])} | {'/'.join(map(str, row['statuses']))} | "
+            f"{row['answer_bytes']:,} | {row['request_ms_median']:.0f} ms | "
+            f"{ratio['request_x_anchor']:.2f}x | {row['health_ms_worst']:.1f} ms | "
+            f"{ratio['health_x_idle']:.0f}x (idle {row['idle_health_ms_median']:.2f} ms) | "
+            f"{row['peak_growth_mb']:.0f} MB |"
+        )
+    refused = [row for row in hostile["bodies"].values() if 422 in row["statuses"]]
+    worst = max((row["health_ms_worst"] for row in refused), default=0.0)
+    lines += [
+        "",
+        f"Target: /health <= {HEALTH_BOUND_MS:.0f} ms while a refused body is processed "
+        f"(worst {worst:.1f} ms): {_target(bool(refused) and worst <= HEALTH_BOUND_MS)}.",
+        "",
+    ]
+    return lines
+
+
 def _image_section(image: dict[str, Any]) -> list[str]:
     if "skipped" in image:
         return ["## Image", "", f"Not measured: {image['skipped']}.", ""]
@@ -257,6 +301,8 @@ def report(bench: Bench, command: str) -> str:
         out += _cold_section(r)
     if "batch" in r:
         out += _batch_section(r["batch"])
+    if "hostile" in r:
+        out += _hostile_section(r["hostile"])
     if "image" in r:
         out += _image_section(r["image"])
     if "feature" in r:
