@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from purchase_contract.config import ConfigError, load_config
-from purchase_delivery.rollout import parse_previous
+from purchase_delivery.rollout import Rollout, parse_previous
 from purchase_delivery.rollout_analysis import (
     RolloutConfigError,
     Stats,
@@ -114,10 +114,19 @@ def test_without_a_baseline_latency_has_an_absolute_limit() -> None:
 def test_thresholds_read_from_the_environment_and_refuse_nonsense() -> None:
     limits = Thresholds.from_env({"MAX_ERROR_RATE": "0.05", "MIN_REQUESTS": "", "X": "1"})
     assert limits.max_error_rate == 0.05 and limits.min_requests == 50
-    with pytest.raises(RolloutConfigError, match="min-requests must be a int"):
+    with pytest.raises(RolloutConfigError, match="min-requests must be a whole number"):
         Thresholds.from_env({"MIN_REQUESTS": "many"})
-    with pytest.raises(RolloutConfigError, match="max-error-rate must be >= 0"):
+    with pytest.raises(RolloutConfigError, match="max-error-rate must be a finite number >= 0"):
         Thresholds.from_env({"MAX_ERROR_RATE": "-1"})
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-1", "soon"])
+def test_rollout_times_and_rates_are_finite_numbers(text: str) -> None:
+    # float() takes "nan" and "inf": an observation of nan or inf seconds must not start.
+    for name in ("OBSERVE_SECONDS", "METRICS_DELAY", "PROBE_RATE"):
+        label = name.lower().replace("_", "-")
+        with pytest.raises(RolloutConfigError, match=f"{label} must be a"):
+            Rollout.from_env({"SERVICE": "svc", name: text})
 
 
 def test_the_reference_sample_compares_every_probability() -> None:

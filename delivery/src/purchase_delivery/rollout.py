@@ -35,6 +35,7 @@ from purchase_delivery.rollout_analysis import (
     compare_sample,
     judge,
     parse_steps,
+    setting,
 )
 from purchase_delivery.rollout_metrics import (
     MONITORING,
@@ -200,24 +201,16 @@ class Rollout:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Rollout:
-        def seconds(name: str, default: str) -> float:
-            text = (env.get(name) or default).strip()
-            try:
-                value = float(text)
-            except ValueError:
-                value = -1.0
-            if value < 0:
-                raise RolloutConfigError(
-                    f"{name.lower().replace('_', '-')} must be >= 0, got {text!r}"
-                )
-            return value
+        def seconds(name: str, default: float) -> float:
+            value = setting(env, name)
+            return default if value is None else float(value)
 
         return cls(
             env=env,
             steps=parse_steps(env.get("TRAFFIC_STEPS") or "100"),
-            observe_s=seconds("OBSERVE_SECONDS", "60"),
-            delay_s=seconds("METRICS_DELAY", "0"),
-            probe_rate=seconds("PROBE_RATE", "10"),
+            observe_s=seconds("OBSERVE_SECONDS", 60),
+            delay_s=seconds("METRICS_DELAY", 0),
+            probe_rate=seconds("PROBE_RATE", 10),
             kind=metrics_kind(env.get("METRICS", "")),
             limits=Thresholds.from_env(env),
             previous=parse_previous(env.get("PREVIOUS_TRAFFIC", "")),

@@ -19,6 +19,23 @@ class RolloutConfigError(ValueError):
     """A rollout setting that cannot be used; the message names it."""
 
 
+def setting(env: Mapping[str, str], name: str, kind: type = float) -> float | None:
+    """The action input ``name`` (``OBSERVE_SECONDS`` is ``observe-seconds``) as a finite
+    number >= 0 of type ``kind``; None when empty or absent; RolloutConfigError otherwise."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return None
+    label = name.lower().replace("_", "-")
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise RolloutConfigError(f"{label} must be {what}, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise RolloutConfigError(f"{label} must be a finite number >= 0, got {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """What a step must hold to pass (the defaults are the action's input defaults)."""
@@ -42,18 +59,9 @@ class Thresholds:
             ("min_requests", int),
             ("sample_tolerance", float),
         ):
-            text = (env.get(name.upper()) or "").strip()
-            if not text:
-                continue
-            try:
-                value = kind(text)
-            except ValueError:
-                raise RolloutConfigError(
-                    f"{name.replace('_', '-')} must be a {kind.__name__}, got {text!r}"
-                ) from None
-            if value < 0 or not math.isfinite(value):
-                raise RolloutConfigError(f"{name.replace('_', '-')} must be >= 0, got {text!r}")
-            values[name] = value
+            value = setting(env, name.upper(), kind)
+            if value is not None:
+                values[name] = value
         return cls(**values)
 
 
