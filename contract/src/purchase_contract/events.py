@@ -34,3 +34,12 @@ RAW_COLUMNS: tuple[RawColumn, ...] = (
     RawColumn("user_session", "text", False, "Session identifier (a UUID)."),
 )
 RAW_COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in RAW_COLUMNS)
+
+
+class EventValidationError(ValueError):
+    """Raw events break value rules; ``failures`` holds one (column, rule, detail) per rule."""
+
+    def __init__(self, failures: list[tuple[str, str, str]]) -> None:
+        self.failures = failures
+        broken = "; ".join(f"{column} [{rule}]: {detail}" for column, rule, detail in failures)
+        super().__init__(f"raw events fail validation: {broken}")

@@ -1,5 +1,9 @@
 """Project-specific Kedro datasets."""
 
-from purchase_predict.datasets.raw_events import RawEventsDataset, RawEventsError
+from purchase_predict.datasets.raw_events import (
+    RawEventsContractError,
+    RawEventsDataset,
+    RawEventsError,
+)
 
-__all__ = ["RawEventsDataset", "RawEventsError"]
+__all__ = ["RawEventsContractError", "RawEventsDataset", "RawEventsError"]

@@ -2,6 +2,7 @@
 
 Missing, empty or unreadable files and files without the nine REES46 columns fail at load
 time with one line naming the file, instead of a backend stack trace deep inside a node.
+A CSV header naming a column twice fails with the contract's ``EventValidationError``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ibis.expr.types as ir
 from kedro.io import DatasetError
 from kedro_datasets.ibis import FileDataset
 
+from purchase_contract.events import RAW_COLUMNS, EventValidationError
 from purchase_predict.datagen import RAW_EVENT_COLUMNS
 
 if TYPE_CHECKING:
@@ -24,17 +26,27 @@ class RawEventsError(DatasetError):
     """The raw events file is missing, empty, unreadable or lacks REES46 columns."""
 
 
+class RawEventsContractError(RawEventsError, EventValidationError):
+    """The file breaks a rule of the data contract seen on load (a CSV header naming a
+    column twice): the contract's error, and a ``DatasetError`` so Kedro reports it as is."""
+
+
 class RawEventsDataset(FileDataset):
     """REES46-style events (Parquet or CSV, local or remote) as a lazy Ibis table.
 
     Loading registers the file with the configured backend and returns exactly the nine
-    raw columns (extra columns are dropped); nothing is read beyond the schema.
+    raw columns (extra columns are dropped); nothing is read beyond the schema (and, for a
+    CSV, its header line).
     """
+
+    _contract_types: dict[str, str] | None = None  # load_args.types this class set
 
     def load(self) -> ir.Table:
         """The events table, or ``RawEventsError`` naming the file and what is wrong."""
         path = self._fs_prefix + str(self._get_load_path())
         self._check_present(path)
+        if self._file_format == "csv":
+            self._use_contract_csv_types(self._csv_header(path))
         try:
             table = super().load()
         except Exception as error:
@@ -62,6 +74,51 @@ class RawEventsDataset(FileDataset):
             Path(spill_directory).mkdir(parents=True, exist_ok=True)
         return super()._connect()
 
+    def _csv_header(self, path: str) -> list[str]:
+        """The names on the first line of the CSV; refused when one is there twice."""
+        if self._fs_prefix:
+            file = self._filesystem().open(str(self._get_load_path()), "rb")
+        else:
+            file = Path(path).open("rb")  # noqa: SIM115 - closed by the with below
+        with file:
+            first_line = file.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
+        delimiter = next(
+            (
+                self._load_args[key]
+                for key in ("delim", "sep", "delimiter")
+                if key in self._load_args
+            ),
+            ",",
+        )
+        names = [name.strip().strip('"') for name in first_line.split(delimiter)]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            # DuckDB would rename the second one (price_1), which would then be dropped silently.
+            raise RawEventsContractError(
+                [
+                    (name, "named once in the header", f"{path} line 1 names it {count} times")
+                    for name in repeated
+                    if (count := names.count(name))
+                ]
+            )
+        return names
+
+    def _use_contract_csv_types(self, header: list[str]) -> None:
+        """On DuckDB, read the raw columns with the contract's types instead of sniffed ones:
+        the sniffer samples the first 20 480 lines, so a bad value after them would fail
+        differently from the same value before. Other backends cast after reading."""
+        types = self._load_args.get("types")
+        if self._connection_config.get("backend") != "duckdb":
+            return
+        if types is not None and types is not self._contract_types:
+            return  # the catalog's own load_args.types win
+        self._contract_types = {
+            column.name: _DUCKDB_TYPES[column.kind]
+            for column in RAW_COLUMNS
+            if column.name in header
+        }
+        self._load_args["types"] = self._contract_types
+
     def _check_present(self, path: str) -> None:
         if self._fs_prefix:
             filesystem, bare_path = self._filesystem(), str(self._get_load_path())
@@ -79,6 +136,14 @@ class RawEventsDataset(FileDataset):
         if empty:
             raise RawEventsError(f"raw events file {path} is empty (0 bytes)")
 
+
+# The DuckDB type each kind of raw column is read with from a CSV.
+_DUCKDB_TYPES = {
+    "timestamp": "TIMESTAMP",
+    "text": "VARCHAR",
+    "integer": "BIGINT",
+    "number": "DOUBLE",
+}
 
 # CSV types as the data contract says; DuckDB's sniffer guesses VARCHAR for empty columns.
 _CSV_COLUMN_TYPES = {

@@ -116,3 +116,79 @@ def test_header_only_csv_loads_with_contract_types(
     assert events.schema()["user_id"].is_integer()
     with pytest.raises(EventValidationError, match=r"events \[not empty\]: zero rows"):
         validate_events(events)
+
+
+# A valid REES46 line, repeated: past DuckDB's type-sniffing sample (20 480 lines) by far.
+_GOOD_LINE = (
+    "2019-10-01 00:00:07 UTC,view,100,2053013555631882655,electronics.smartphone,samsung,"
+    "200.0,10,5ab90da7-73ae-4558-a40f-226a97d32baa"
+)
+_CSV_LINES = 130_200
+LATE_LINE = 130_189  # 1-based, the header being line 1
+_BAD_LINES = {
+    "event_time": _GOOD_LINE.replace("2019-10-01 00:00:07 UTC", "yesterday"),
+    "price": _GOOD_LINE.replace(",200.0,", ",abc,"),
+    "header": ",".join(RAW_EVENT_COLUMNS),
+}
+
+
+def _csv_with_bad_line(directory: Path, bad: str, line: int) -> Path:
+    """A CSV of ``_CSV_LINES`` lines whose ``line`` is ``_BAD_LINES[bad]``."""
+    lines = [",".join(RAW_EVENT_COLUMNS), *[_GOOD_LINE] * (_CSV_LINES - 1)]
+    lines[line - 1] = _BAD_LINES[bad]
+    path = directory / f"{bad}_at_{line}.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _validation_error_of(path: Path, connection: dict[str, Any]) -> EventValidationError:
+    """Load the CSV and validate it as the pipeline does: the contract's error, wherever."""
+    with pytest.raises(EventValidationError) as caught:
+        events = RawEventsDataset(
+            filepath=str(path), file_format="csv", connection=connection
+        ).load()
+        validate_events(events)
+    return caught.value
+
+
+# (bad line, column, rule, part of the detail): the contract's names for each kind of bad line.
+_BAD_LINE_ERRORS = [
+    ("event_time", "event_time", "parseable timestamp", "'yesterday'"),
+    ("price", "price", "type number", "'abc' is not a number"),
+    ("header", "events", "header once", "repeats the header"),
+]
+
+
+@pytest.mark.parametrize("line", [4, LATE_LINE])
+@pytest.mark.parametrize("expected", _BAD_LINE_ERRORS, ids=lambda case: case[0])
+def test_bad_csv_value_is_the_contracts_error_with_file_and_line(
+    tmp_path: Path,
+    duckdb_connection: dict[str, Any],
+    expected: tuple[str, str, str, str],
+    line: int,
+) -> None:
+    bad, column, rule, detail = expected
+    path = _csv_with_bad_line(tmp_path, bad, line)
+
+    error = _validation_error_of(path, duckdb_connection)
+
+    assert [(c, r) for c, r, _ in error.failures] == [(column, rule)]
+    message = str(error)
+    assert "\n" not in message
+    assert f"{path} line {line}" in message
+    assert detail in message
+
+
+def test_csv_naming_a_column_twice_is_refused(
+    tmp_path: Path, duckdb_connection: dict[str, Any]
+) -> None:
+    path = tmp_path / "events.csv"
+    header = [*RAW_EVENT_COLUMNS, "price"]
+    path.write_text(",".join(header) + "\n" + _GOOD_LINE + ",12.0\n")
+
+    error = _validation_error_of(path, duckdb_connection)
+
+    assert isinstance(error, DatasetError)  # raised on load: Kedro reports it as it is
+    assert error.failures == [
+        ("price", "named once in the header", f"{path} line 1 names it 2 times")
+    ]

@@ -8,14 +8,24 @@ docs/data-contract.md defines every column and rule implemented here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
-from purchase_contract.events import EVENT_TIME_SHAPE, EVENT_TYPES, RAW_COLUMNS
+from purchase_contract.events import (
+    EVENT_TIME_SHAPE,
+    EVENT_TYPES,
+    RAW_COLUMN_NAMES,
+    RAW_COLUMNS,
+    EventValidationError,
+)
 from purchase_contract.features import LABEL, PRIMARY_COLUMNS, ROW_KEY
+
+# The contract's error, raised here (and importable from here, as before).
+__all__ = ["EventValidationError", "build_primary_table", "validate_events"]
 
 TypeRule = tuple[str, Callable[[dt.DataType], bool]]
 # Physical types each kind of raw column may have: (name of the rule, test on the Ibis type).
@@ -42,15 +52,6 @@ _RAW_TYPE_RULES: dict[str, TypeRule] = {
 }
 
 
-class EventValidationError(ValueError):
-    """Raw events break value rules; ``failures`` holds one (column, rule, detail) per rule."""
-
-    def __init__(self, failures: list[tuple[str, str, str]]) -> None:
-        self.failures = failures
-        broken = "; ".join(f"{column} [{rule}]: {detail}" for column, rule, detail in failures)
-        super().__init__(f"raw events fail validation: {broken}")
-
-
 def _event_timestamp(event_time: ir.Value) -> ir.TimestampValue:
     """``event_time`` as a timestamp without zone (UTC wall clock), NULL when unparseable."""
     if event_time.type().is_timestamp():
@@ -75,12 +76,56 @@ def _check_types(events: ir.Table) -> None:
         raise EventValidationError(wrong_types)
 
 
+# DuckDB's CSV reader stops at the first value it cannot convert to the column's type, with
+# the file, the line and the value in its message (the rules below need the first three).
+_CSV_ERROR_PARTS = {
+    "line": re.compile(r"CSV Error on Line: (\d+)"),
+    "original": re.compile(r"^Original Line: (.*)$", re.MULTILINE),
+    "column": re.compile(r'converting column "([^"]+)"'),
+    "value": re.compile(r'Could not convert string "(.*)" to'),
+    "file": re.compile(r"^\s*file = (.+)$", re.MULTILINE),
+}
+
+
+def _csv_read_failure(error: Exception) -> tuple[str, str, str] | None:
+    """A backend's CSV conversion error as the contract's (column, rule, detail), else None."""
+    found = {name: pattern.search(str(error)) for name, pattern in _CSV_ERROR_PARTS.items()}
+    if not (found["line"] and found["column"] and found["file"]):
+        return None
+    part = {name: match.group(1) if match else "" for name, match in found.items()}
+    where = f"{part['file'].strip()} line {part['line']}"
+    column, value = part["column"], part["value"]
+    if set(RAW_COLUMN_NAMES) <= {field.strip() for field in part["original"].split(",")}:
+        return ("events", "header once", f"{where} repeats the header")
+    if column == "event_time":
+        return (
+            column,
+            "parseable timestamp",
+            f"{where}: {value!r} not parseable as {EVENT_TIME_SHAPE}",
+        )
+    kind = _RAW_TYPE_RULES[column][0] if column in _RAW_TYPE_RULES else "its type"
+    article = "an" if kind[0] in "aeiou" else "a"
+    return (column, f"type {kind}", f"{where}: {value!r} is not {article} {kind}")
+
+
+def _run_stats(query: ir.Table) -> dict[str, object]:
+    """The one-row result of ``query``; a CSV value the reader cannot convert is the
+    contract's error, wherever it is in the file."""
+    try:
+        return query.to_pyarrow().to_pylist()[0]
+    except Exception as error:
+        failure = _csv_read_failure(error)
+        if failure is None:
+            raise
+        raise EventValidationError([failure]) from error
+
+
 def _value_stats(events: ir.Table) -> dict[str, object]:
     """One aggregate query: row count, and per value rule its offenders and an example."""
     bad_time = _event_timestamp(events.event_time).isnull()
     bad_price = events.price.isnull() | (events.price < 0)
     bad_type = events.event_type.isnull() | ~events.event_type.isin(EVENT_TYPES)
-    return (
+    return _run_stats(
         events.aggregate(
             rows=events.count(),
             bad_time=events.count(where=bad_time),
@@ -91,8 +136,6 @@ def _value_stats(events: ir.Table) -> dict[str, object]:
             bad_type_example=events.event_type.min(where=bad_type),
             purchases=events.count(where=events.event_type == "purchase"),
         )
-        .to_pyarrow()
-        .to_pylist()[0]
     )
 
 
