@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +32,7 @@ from app.core.middleware import (
     ShutdownCutMiddleware,
 )
 from app.core.startup import stoppable
-from app.model.loading import LoadedModel, load_model
+from app.model.loading import FETCH_DIR_PREFIX, LoadedModel, load_model
 from app.models import BODY_LIMIT_DETAIL, MAX_BODY_BYTES
 from purchase_contract.model_dir import ModelSourceError
 
@@ -108,10 +111,16 @@ async def _load(settings: Settings) -> LoadedModel:
     not answer) ends at once on SIGTERM or SIGINT, a baked directory is read as it is."""
     if settings.model_uri is None:
         return load_model(settings)
-    return await stoppable(
-        lambda: load_model(settings),
-        doing=f"fetching {settings.model_uri} from {settings.mlflow_tracking_uri}",
-    )
+    # Its own directory, removed here whatever happens: a stopped start abandons the fetch.
+    work = Path(tempfile.mkdtemp(prefix=FETCH_DIR_PREFIX))
+    try:
+        return await stoppable(
+            lambda: load_model(settings, work_dir=work),
+            doing=f"fetching {settings.model_uri} from {settings.mlflow_tracking_uri}",
+            on_stop=lambda: shutil.rmtree(work, ignore_errors=True),
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _tune_runtime() -> None:

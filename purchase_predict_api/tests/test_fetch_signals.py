@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.core.startup import exit_status
+from app.model.loading import FETCH_DIR_PREFIX
 
 START_TIMEOUT_S = 120.0
 # A process that answers the signal exits in milliseconds; one that waits for MLflow's client
@@ -92,6 +93,8 @@ def test_a_signal_during_the_fetch_ends_the_start_at_once(
     )
     assert (last["signal"], last["exit_status"]) == (sig.name, 128 + sig)
     assert stderr == ""  # no traceback
+    # The abandoned fetch's directory is gone too.
+    assert not list(tmp_path.glob(f"{FETCH_DIR_PREFIX}*")), list(tmp_path.iterdir())
 
 
 def test_a_fetched_model_serves_and_sigterm_then_stops_it_as_usual(

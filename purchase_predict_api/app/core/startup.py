@@ -30,9 +30,12 @@ def exit_status(signum: int) -> int:
     return 128 + signum
 
 
-async def stoppable(work: Callable[[], T], *, doing: str) -> T:
-    """``work()``'s result; SIGTERM or SIGINT meanwhile log "start stopped while <doing>" and
-    end the process (:func:`exit_status`) without waiting for ``work``.
+async def stoppable(
+    work: Callable[[], T], *, doing: str, on_stop: Callable[[], None] | None = None
+) -> T:
+    """``work()``'s result; SIGTERM or SIGINT meanwhile call ``on_stop`` (what ``work`` would
+    have cleaned up: it is abandoned), log "start stopped while <doing>" and end the process
+    (:func:`exit_status`) without waiting for ``work``.
 
     Outside the main thread (the test client runs the lifespan in its own thread) no signal
     reaches the loop: ``work`` is simply called.
@@ -65,6 +68,8 @@ async def stoppable(work: Callable[[], T], *, doing: str) -> T:
             loop.remove_signal_handler(sig)
             signal.signal(sig, handler)
     if stopped.done():
+        if on_stop is not None:
+            on_stop()
         _stop(stopped.result(), doing)
     return done.result()
 

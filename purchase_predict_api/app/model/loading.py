@@ -73,6 +73,8 @@ PREPARED_RECORD = "serving_model.json"
 # Fetch mode: how long MLflow's client may try before the start fails. Its defaults (7 retries,
 # backoff factor 2, 120 s a request) kept the port closed for 250 s and more with MLflow down.
 # About 15 s with these; the environment overrides them.
+# The temporary directory a fetched model is written to before it is read into memory.
+FETCH_DIR_PREFIX = "purchase-predict-model-"
 FETCH_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
@@ -95,8 +97,9 @@ class LoadedModel:
         return self.estimator.predict_proba(sessions_frame(sessions))[:, 1]
 
 
-def load_model(settings: Settings) -> LoadedModel:
-    """The model named by the settings: the baked directory, or a fetch from MLflow."""
+def load_model(settings: Settings, work_dir: Path | None = None) -> LoadedModel:
+    """The model named by the settings: the baked directory, or a fetch from MLflow into
+    ``work_dir`` (an empty directory the caller removes) or else a temporary directory."""
     if settings.model_path is not None:
         return load_model_dir(settings.model_path)
     # Settings guarantee MODEL_URI is set when MODEL_PATH is not.
@@ -110,7 +113,10 @@ def load_model(settings: Settings) -> LoadedModel:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"],
     )
-    with tempfile.TemporaryDirectory(prefix="purchase-predict-model-") as tmp:
+    if work_dir is not None:
+        fetch_model(str(settings.model_uri), work_dir, tracking_uri=settings.mlflow_tracking_uri)
+        return load_model_dir(work_dir)
+    with tempfile.TemporaryDirectory(prefix=FETCH_DIR_PREFIX) as tmp:
         fetch_model(str(settings.model_uri), Path(tmp), tracking_uri=settings.mlflow_tracking_uri)
         # Fully read into memory: the temporary copy can go.
         return load_model_dir(Path(tmp))
