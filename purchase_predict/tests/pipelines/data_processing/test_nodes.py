@@ -201,6 +201,22 @@ def test_events_without_any_purchase_are_refused(
     ]
 
 
+def test_events_without_any_cart_are_refused(
+    handmade_rows: list[tuple], make_events: Callable
+) -> None:
+    no_carts = make_events([row for row in handmade_rows if row[1] != "cart"])
+
+    error = _validation_error(no_carts)
+
+    assert error.failures == [
+        (
+            "event_type",
+            "at least one cart",
+            "no 'cart' event at all: no carted product, nothing to learn",
+        )
+    ]
+
+
 def test_every_broken_rule_is_reported_at_once(
     handmade_rows: list[tuple], make_events: Callable
 ) -> None:

@@ -116,6 +116,13 @@ def test_split_rejects_too_few_rows(
         split_train_test(_labelled_primary(make_primary, labels), test_ratio, seed=1)
 
 
+def test_split_rejects_an_empty_primary_table(make_primary: Callable[..., pd.DataFrame]) -> None:
+    empty = make_primary(20).iloc[0:0]
+
+    with pytest.raises(ValueError, match=r"no rows: no carted product .*, nothing to learn"):
+        split_train_test(empty, 0.2, seed=1)
+
+
 def test_split_names_a_missing_column(make_primary: Callable[..., pd.DataFrame]) -> None:
     primary = make_primary(20).drop(columns=["duration"])
 

@@ -135,6 +135,7 @@ def _value_stats(events: ir.Table) -> dict[str, object]:
             bad_type=events.count(where=bad_type),
             bad_type_example=events.event_type.min(where=bad_type),
             purchases=events.count(where=events.event_type == "purchase"),
+            carts=events.count(where=events.event_type == "cart"),
         )
     )
 
@@ -157,7 +158,18 @@ def _value_failures(stats: dict[str, object]) -> list[tuple[str, str, str]]:
             f"(e.g. {_quoted(stats['bad_type_example'])})"
         )
         failures.append(("event_type", f"one of {'|'.join(EVENT_TYPES)}", detail))
-    if not stats["purchases"] and not stats["bad_type"]:
+    if not stats["bad_type"]:
+        failures.extend(_missing_event_types(stats))
+    return failures
+
+
+def _missing_event_types(stats: dict[str, object]) -> list[tuple[str, str, str]]:
+    """The event types training cannot do without: a cart makes a row, a purchase a label."""
+    failures = []
+    if not stats["carts"]:
+        detail = "no 'cart' event at all: no carted product, nothing to learn"
+        failures.append(("event_type", "at least one cart", detail))
+    if not stats["purchases"]:
         failures.append(
             ("event_type", "at least one purchase", "no 'purchase' event at all: no label")
         )

@@ -102,12 +102,17 @@ def split_train_test(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified, seeded train/test split of the primary table into feature columns + label.
 
-    Raises ``ValueError`` when the label is not 0/1, has a single class, or a split would miss
-    a class (too few rows).
+    Raises ``ValueError`` when the table is empty, the label is not 0/1, has a single class, or
+    a split would miss a class (too few rows).
     """
     if not 0 < test_ratio < 1:
         raise ValueError(f"test_ratio must be between 0 and 1 (exclusive), got {test_ratio}")
     rows = _canonical(primary)
+    if rows.empty:
+        # validate_events refuses events without a cart; carts that cannot be placed remain.
+        raise ValueError(
+            "primary table has no rows: no carted product in the events, nothing to learn"
+        )
     if rows[LABEL].isna().any() or not rows[LABEL].isin([0, 1]).all():
         raise ValueError(f"column {LABEL!r} must hold only 0 and 1")
     class_counts = rows[LABEL].value_counts()
