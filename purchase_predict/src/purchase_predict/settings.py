@@ -1,9 +1,7 @@
 """Kedro project settings."""
 
-from kedro.config import OmegaConfigLoader
-from omegaconf import OmegaConf
-
 from purchase_contract.config import load_config
+from purchase_predict.config_loader import ProjectConfigLoader
 
 # No project hooks: the training pipeline's logging node opens and closes its own MLflow run.
 
@@ -14,14 +12,12 @@ def project_setting(key: str) -> object:
     return load_config().setting(key)
 
 
-# ${project:model_name} reads the repository-wide names from the root pyproject. Registered
-# here with OmegaConf's current API: Kedro's CONFIG_LOADER_ARGS["custom_resolvers"] calls the
-# deprecated register_new_resolver (a UserWarning on every run); Kedro skips names already known.
-if not OmegaConf.has_resolver("project"):
-    OmegaConf.register_resolver("project", project_setting)
-
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# Kedro's OmegaConfigLoader, with its resolvers registered through OmegaConf's current API
+# (Kedro's own calls print a deprecation warning on every run).
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # ${project:model_name} reads the repository-wide names from the root pyproject.
+    "custom_resolvers": {"project": project_setting},
 }

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from mlflow import MlflowClient
@@ -22,6 +21,7 @@ from purchase_contract.config import DEFAULT_LOCAL_MLFLOW_STORE
 from purchase_contract.decision import METRIC_NAMES
 from purchase_contract.features import FEATURE_DTYPES, FEATURE_NAMES, LABEL
 from purchase_contract.model_dir import REFERENCE_SAMPLE_ARTIFACT, ReferenceSample
+from purchase_predict.config_loader import ProjectConfigLoader
 from purchase_predict.pipelines.training import create_pipeline
 from purchase_predict.pipelines.training.nodes import (
     data_fingerprint,
@@ -53,7 +53,7 @@ class TrainingRun:
 
 def _training_params(**runtime_params: Any) -> dict[str, Any]:
     """parameters_training.yml through Kedro's loader, as `kedro run --params` would see it."""
-    loader = OmegaConfigLoader(
+    loader = ProjectConfigLoader(
         conf_source=str(PROJECT_DIR / "conf"),
         base_env="base",
         default_run_env="local",
