@@ -239,9 +239,11 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
-    """The API (baked model) for 10 minutes at 100 requests/s, every 20th a batch of 100: no
-    error, resident memory growing < 5 % after the first minute. Options after `--`, e.g.
-    `nox -s soak -- --minutes 2 --out soak.md` (see `python -m purchase_bench.soak --help`)."""
+    """Soak the API for 10 minutes at a fixed rate: no error, memory growth under 5 %.
+
+    100 requests/s to the baked model, every 20th a batch of 100 sessions; resident memory may
+    grow less than 5 % after the first minute. Options after `--`, e.g. `nox -s soak --
+    --minutes 2 --out soak.md` (see `python -m purchase_bench.soak --help`)."""
     _install_training(session)
     _install_local(session, "bench", "purchase_predict_api[model]")
     session.run("python", "-m", "purchase_bench.soak", *session.posargs)
