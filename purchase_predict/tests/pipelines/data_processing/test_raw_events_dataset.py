@@ -128,6 +128,7 @@ LATE_LINE = 130_189  # 1-based, the header being line 1
 _BAD_LINES = {
     "event_time": _GOOD_LINE.replace("2019-10-01 00:00:07 UTC", "yesterday"),
     "price": _GOOD_LINE.replace(",200.0,", ",abc,"),
+    "user_id": _GOOD_LINE.replace(",200.0,10,", ",200.0,ten,"),
     "header": ",".join(RAW_EVENT_COLUMNS),
 }
 
@@ -156,6 +157,7 @@ _BAD_LINE_ERRORS = [
     ("event_time", "event_time", "parseable timestamp", "'yesterday'"),
     ("price", "price", "type number", "'abc' is not a number"),
     ("header", "events", "header once", "repeats the header"),
+    ("user_id", "user_id", "type integer", "'ten' is not an integer"),
 ]
 
 

@@ -136,6 +136,8 @@ def _value_stats(events: ir.Table) -> dict[str, object]:
             bad_type_example=events.event_type.min(where=bad_type),
             purchases=events.count(where=events.event_type == "purchase"),
             carts=events.count(where=events.event_type == "cart"),
+            # Read every typed column: a CSV value that does not convert then fails here.
+            **{f"{c}_values": events[c].count() for c in ("product_id", "category_id", "user_id")},
         )
     )
 
