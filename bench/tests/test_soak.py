@@ -12,6 +12,7 @@ from purchase_bench.soak import (
     MAX_GROWTH,
     Soak,
     Tally,
+    document,
     growth,
     main,
     report,
@@ -84,3 +85,10 @@ def test_a_short_soak_keeps_its_rate_and_mixes_batches() -> None:
 def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--minutes", "0"]) == 2
     assert "must be > 0" in capsys.readouterr().out
+
+
+def test_the_document_says_how_to_reproduce_it() -> None:
+    text = document("the body", ["--minutes", "2"])
+    assert text.startswith("# Soak\n")
+    assert "    nox -s soak -- --minutes 2\n" in text and "- Machine: " in text
+    assert text.endswith("the body\n")
