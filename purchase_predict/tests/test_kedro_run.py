@@ -46,21 +46,21 @@ def test_config_loader_loads_the_project_config_without_omegaconf_warnings(
 def project_copy(tmp_path: Path) -> Path:
     """The Kedro project's pyproject and conf/ in tmp_path (the package is installed)."""
     shutil.copy(PROJECT_DIR / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copy(PROJECT_DIR / ".telemetry", tmp_path / ".telemetry")  # opted out: no network
     shutil.copytree(PROJECT_DIR / "conf", tmp_path / "conf")
     (tmp_path / "src").mkdir()  # Kedro adds it to sys.path and wants it to exist
     return tmp_path
 
 
-def _kedro_run(project: Path) -> subprocess.CompletedProcess[str]:
+def _kedro_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "PURCHASE_PREDICT_CONFIG": str(ROOT_PYPROJECT),
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlruns' / 'mlflow.db'}",
-        "KEDRO_DISABLE_TELEMETRY": "true",
         "COLUMNS": "200",  # rich wraps log lines at the terminal width
     }
     return subprocess.run(
-        [str(KEDRO), "run"],
+        [str(KEDRO), "run", *args],
         check=False,
         cwd=project,
         env=env,
@@ -86,3 +86,18 @@ def test_events_without_a_cart_stop_kedro_run_before_training(project_copy: Path
     assert not (project_copy / "data" / "08_reporting").exists()  # no training_run.json
     assert not (project_copy / "mlruns").exists()  # no MLflow store: nothing registered
     assert DEPRECATION not in output
+
+
+def test_kedro_run_trains_on_my_csv_with_one_parameter(project_copy: Path) -> None:
+    # The data contract's command: generate (or bring) a CSV, point the run at it.
+    generate_events(project_copy / "mine" / "events.csv", sessions=300)
+
+    run = _kedro_run(
+        project_copy, "--pipeline", "data_processing", "--params", "raw_events_path=mine/events.csv"
+    )
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "RawEventsDataset" in run.stdout
+    assert pq.read_table(project_copy / "data" / "03_primary" / "primary.parquet").num_rows > 10
+    assert not (project_copy / "data" / "01_raw").exists()  # the default input was not read
+    assert DEPRECATION not in run.stdout + run.stderr

@@ -7,8 +7,8 @@ A CSV header naming a column twice fails with the contract's ``EventValidationEr
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
@@ -40,6 +40,12 @@ class RawEventsDataset(FileDataset):
     """
 
     _contract_types: dict[str, str] | None = None  # load_args.types this class set
+
+    def __init__(self, filepath: str, file_format: str | None = None, **kwargs: Any) -> None:
+        """As ``FileDataset``; without ``file_format``, ``.csv`` files are CSV, others Parquet
+        (so ``kedro run --params raw_events_path=my.csv`` needs nothing else)."""
+        inferred = "csv" if PurePosixPath(filepath).suffix.lower() == ".csv" else "parquet"
+        super().__init__(filepath, file_format or inferred, **kwargs)
 
     def load(self) -> ir.Table:
         """The events table, or ``RawEventsError`` naming the file and what is wrong."""

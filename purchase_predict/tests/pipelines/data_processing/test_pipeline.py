@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,18 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from kedro.io import DataCatalog, DatasetError
 from kedro.runner import SequentialRunner
 from kedro_datasets.ibis import FileDataset
 
 from purchase_contract.features import FEATURE_DTYPES, LABEL
+from purchase_predict.config_loader import ProjectConfigLoader
 from purchase_predict.datagen import generate_events
 from purchase_predict.datasets import RawEventsDataset
 from purchase_predict.pipelines.data_processing import create_pipeline
 from purchase_predict.pipelines.data_processing.nodes import build_primary_table, validate_events
 
-CATALOG_FILE = Path(__file__).parents[3] / "conf" / "base" / "catalog_data_processing.yml"
+CONF_DIR = Path(__file__).parents[3] / "conf"
 # The contract's pandas dtypes as Parquet (Arrow) types: text columns are strings.
 _ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "object": pa.string()}
 PRIMARY_PARQUET_TYPES = {
@@ -33,14 +32,18 @@ PRIMARY_PARQUET_TYPES = {
 }
 
 
-def _project_catalog(root: Path) -> DataCatalog:
-    """The project's data_processing catalog, with every relative path moved under ``root``."""
-    config = yaml.safe_load(CATALOG_FILE.read_text())
+def _project_catalog(root: Path, **runtime_params: str) -> DataCatalog:
+    """The project's data_processing catalog as Kedro resolves it (``runtime_params`` as
+    ``kedro run --params`` gives them), with every relative path moved under ``root``."""
+    loader = ProjectConfigLoader(
+        conf_source=str(CONF_DIR),
+        base_env="base",
+        default_run_env="local",
+        config_patterns={"catalog": ["catalog_data_processing*"]},
+        runtime_params=runtime_params,
+    )
     datasets = {}
-    for name, shared_entry in config.items():
-        if name.startswith("_"):  # YAML anchors, ignored by Kedro too
-            continue
-        entry = copy.deepcopy(shared_entry)  # anchors make entries share their connection
+    for name, entry in loader["catalog"].items():  # YAML anchors (_duckdb) are dropped
         entry["filepath"] = str(root / entry["filepath"])
         if "temp_directory" in entry.get("connection", {}):
             entry["connection"]["temp_directory"] = str(
@@ -119,6 +122,22 @@ def test_csv_and_parquet_give_the_same_primary_table(
 
     assert tables[0].num_rows > 100
     assert tables[0].equals(tables[1])
+
+
+def test_runtime_parameter_points_the_pipeline_at_a_csv(tmp_path: Path) -> None:
+    # `kedro run --params raw_events_path=...`: the format follows the extension.
+    generate_events(tmp_path / "data" / "01_raw" / "events.parquet", sessions=300, seed=5)
+    generate_events(tmp_path / "mine" / "events.csv", sessions=300, seed=5)
+    primary_file = tmp_path / "data" / "03_primary" / "primary.parquet"
+    primaries = {}
+    for raw_events_path in ("data/01_raw/events.parquet", "mine/events.csv"):
+        catalog = _project_catalog(tmp_path, raw_events_path=raw_events_path)
+        SequentialRunner().run(create_pipeline(), catalog)
+        primaries[catalog.get("raw_events")._file_format] = pq.read_table(primary_file)
+
+    assert primaries["parquet"].num_rows > 10
+    assert primaries["csv"].schema.types == primaries["parquet"].schema.types
+    assert primaries["csv"].to_pylist() == primaries["parquet"].to_pylist()
 
 
 @pytest.fixture(scope="module")

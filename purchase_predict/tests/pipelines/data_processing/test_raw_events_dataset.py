@@ -90,6 +90,12 @@ def test_csv_from_the_generator_loads(tmp_path: Path, duckdb_connection: dict[st
     assert events.count().execute() == pacsv.read_csv(path).num_rows
 
 
+@pytest.mark.parametrize(("name", "file_format"), [("e.csv", "csv"), ("e.parquet", "parquet")])
+def test_format_follows_the_extension_unless_given(name: str, file_format: str) -> None:
+    assert RawEventsDataset(filepath=f"data/{name}")._file_format == file_format
+    assert RawEventsDataset(filepath=f"data/{name}", file_format="csv")._file_format == "csv"
+
+
 def test_loading_creates_the_duckdb_spill_directory(
     tmp_path: Path, handmade_events: pa.Table, write_parquet: Callable
 ) -> None:
