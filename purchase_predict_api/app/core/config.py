@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         description="Serve the Swagger UI at /docs (it loads its scripts from a CDN); "
         "/openapi.json is always served.",
     )
+    compiled_trees: bool = Field(
+        default=True,
+        description="Evaluate the trees with the library compiled at image build "
+        "(serving_trees.so) when it is there and verified; false: LightGBM's library (A/B).",
+    )
     # Cloud Run's container contract sets K_SERVICE, K_REVISION and K_CONFIGURATION in every
     # revision (cloud.google.com/run/docs/container-contract#env-vars); the stand-in does too.
     k_revision: str | None = Field(

@@ -49,6 +49,12 @@ class CompiledPipeline:
         self.booster = booster  # lightgbm.Booster or app.model.native.NativeBooster
         self.num_iteration = num_iteration
         self.width = len(categorical) + len(numeric)
+        # The trees compiled to machine code (app.model.trees.CompiledTrees), once verified.
+        self.trees: Any = None
+
+    def trees_text(self) -> str:
+        """The booster's text model cut at the iteration served: what the trees compile from."""
+        return self.booster.model_to_string(num_iteration=self.num_iteration or -1)
 
     def save(self, path: Path) -> None:
         """The compiled form as JSON: code tables, numeric columns, the booster's text model."""
@@ -109,6 +115,8 @@ class CompiledPipeline:
             column += 1
         # Small requests: one thread (no OpenMP start-up); big batches: every core.
         threads = 1 if len(sessions) < 1000 else 0
+        if self.trees is not None:
+            return self.trees.predict(matrix, num_threads=threads)
         if self.num_iteration > 0:
             return self.booster.predict(
                 matrix, num_iteration=self.num_iteration, num_threads=threads

@@ -50,6 +50,7 @@ from app.model.compiled import (
 )
 from app.model.frame import FEATURE_COLUMNS, sessions_frame
 from app.model.source import fetch_model, read_mlmodel
+from app.model.trees import TREES_FILE, CompiledTrees, TreesBuildError, build_library
 from app.models import SESSION_EXAMPLE, Session, validate_session
 from purchase_contract.features import FEATURE_DTYPES
 from purchase_contract.model_dir import (
@@ -100,8 +101,9 @@ class LoadedModel:
 def load_model(settings: Settings, work_dir: Path | None = None) -> LoadedModel:
     """The model named by the settings: the baked directory, or a fetch from MLflow into
     ``work_dir`` (an empty directory the caller removes) or else a temporary directory."""
+    trees = settings.compiled_trees
     if settings.model_path is not None:
-        return load_model_dir(settings.model_path)
+        return load_model_dir(settings.model_path, trees=trees)
     # Settings guarantee MODEL_URI is set when MODEL_PATH is not.
     for name, value in FETCH_BOUNDS.items():
         os.environ.setdefault(name, value)
@@ -115,19 +117,22 @@ def load_model(settings: Settings, work_dir: Path | None = None) -> LoadedModel:
     )
     if work_dir is not None:
         fetch_model(str(settings.model_uri), work_dir, tracking_uri=settings.mlflow_tracking_uri)
-        return load_model_dir(work_dir)
+        return load_model_dir(work_dir, trees=trees)
     with tempfile.TemporaryDirectory(prefix=FETCH_DIR_PREFIX) as tmp:
         fetch_model(str(settings.model_uri), Path(tmp), tracking_uri=settings.mlflow_tracking_uri)
         # Fully read into memory: the temporary copy can go.
-        return load_model_dir(Path(tmp))
+        return load_model_dir(Path(tmp), trees=trees)
 
 
-def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel:
+def load_model_dir(
+    model_dir: Path, *, use_prepared: bool = True, trees: bool = True
+) -> LoadedModel:
     """Read, check and warm up the model of a baked directory.
 
     Prepared at image build (``python -m app.prepare``), the directory holds the compiled form,
     checked there against ``predict_proba`` and again here (see the module docstring): a start
-    then needs neither scikit-learn nor pandas. Otherwise the estimator is read (the prepared
+    then needs neither scikit-learn nor pandas, and its trees run compiled to machine code when
+    that library was built and is verified too (``trees``; see :func:`_attach_trees`). Otherwise the estimator is read (the prepared
     pickle, else its MLflow format), checked, and compiled in memory when it can be.
     """
     meta = ModelMeta.read(model_dir)
@@ -136,7 +141,9 @@ def load_model_dir(model_dir: Path, *, use_prepared: bool = True) -> LoadedModel
     if not isinstance(flavor, dict) or "pickled_model" not in flavor:
         raise ModelLoadError(f"{model_dir}/MLmodel has no sklearn flavor with a pickled_model")
     source = model_dir / flavor["pickled_model"]
-    compiled, refused = _verified_compiled(model_dir, source) if use_prepared else (None, "")
+    compiled, refused = (None, "")
+    if use_prepared:
+        compiled, refused = _verified_compiled(model_dir, source, trees=trees)
     if compiled is not None:
         model = LoadedModel(estimator=None, meta=meta, compiled=compiled)
         _warm_up(model, model_dir)
@@ -186,6 +193,7 @@ def prepare_model_dir(model_dir: Path) -> LoadedModel:
         if not same_answers(CompiledPipeline.load(compiled_file), model.estimator):
             logger.warning("compiled form read back disagrees with predict_proba: not kept")
             compiled_file.unlink()
+    trees_file = _write_trees(model_dir, model, compiled_file)
     record = {
         "source": source.name,
         "source_sha256": _sha256(source),
@@ -197,9 +205,36 @@ def prepare_model_dir(model_dir: Path) -> LoadedModel:
         # the check sessions as predict_proba did.
         "compiled_sha256": _sha256(compiled_file) if compiled_file.exists() else None,
         "check_answers": check_answers(model.estimator),
+        # The trees compiled to machine code, checked the same way before they are used.
+        "trees": trees_file.name if trees_file else None,
+        "trees_sha256": _sha256(trees_file) if trees_file else None,
     }
     (model_dir / PREPARED_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return model
+
+
+def _write_trees(model_dir: Path, model: LoadedModel, compiled_file: Path) -> Path | None:
+    """Compile the trees of the compiled form beside it, keep them if they answer as
+    ``predict_proba`` does; None (logged) without a compiled form, a compiler or agreement."""
+    path = model_dir / TREES_FILE
+    path.unlink(missing_ok=True)
+    if model.compiled is None or not compiled_file.exists():
+        return None
+    compiled = CompiledPipeline.load(compiled_file)  # as a start reads it
+    try:
+        compiled.trees = build_library(model.compiled.trees_text(), path)
+    except TreesBuildError as err:
+        path.unlink(missing_ok=True)
+        logger.warning("trees not compiled (%s): they run on LightGBM's library", err)
+        return None
+    why = _verification(compiled, model_dir, check_answers(model.estimator))
+    if why:
+        compiled.trees = None
+        path.unlink()
+        logger.warning("compiled trees not kept: %s", why)
+        return None
+    logger.info("trees compiled to %s", path)
+    return path
 
 
 def _prepared_record_matches(model_dir: Path, source: Path) -> bool:
@@ -237,7 +272,9 @@ def _compiled_record(model_dir: Path, source: Path) -> dict[str, Any] | None:
     return record if matches else None
 
 
-def _verified_compiled(model_dir: Path, source: Path) -> tuple[CompiledPipeline | None, str]:
+def _verified_compiled(
+    model_dir: Path, source: Path, *, trees: bool = True
+) -> tuple[CompiledPipeline | None, str]:
     """The compiled form once it has proven to be the one written for ``source``; else None and
     why it is refused ("" when there is none to use)."""
     record, path = _compiled_record(model_dir, source), model_dir / COMPILED_FILE
@@ -249,10 +286,48 @@ def _verified_compiled(model_dir: Path, source: Path) -> tuple[CompiledPipeline 
     compiled = _load_compiled(model_dir)
     if compiled is None:
         return None, f"{COMPILED_FILE} cannot be read"
-    why = disagreement(compiled, record.get("check_answers") or [])
+    why = _verification(compiled, model_dir, record.get("check_answers") or [])
+    if why:
+        return None, f"{COMPILED_FILE}: {why}"
+    if trees:
+        _attach_trees(compiled, model_dir, record)
+    elif record.get("trees"):
+        logger.info(
+            "compiled trees off (COMPILED_TREES=false): the trees run on LightGBM's library"
+        )
+    return compiled, ""
+
+
+def _verification(compiled: CompiledPipeline, model_dir: Path, expected: Sequence[float]) -> str:
+    """Why ``compiled`` does not give the stored answers on the check sessions, or the training
+    run's on its reference sample when the directory has one; "" when it gives both."""
+    why = disagreement(compiled, expected)
     if not why and (model_dir / REFERENCE_SAMPLE_FILE).exists():
         why = _reference_disagreement(compiled, model_dir / REFERENCE_SAMPLE_FILE)
-    return (None, f"{COMPILED_FILE}: {why}") if why else (compiled, "")
+    return why
+
+
+def _attach_trees(compiled: CompiledPipeline, model_dir: Path, record: dict[str, Any]) -> None:
+    """Evaluate the trees with the library the record names once it has proven to be the one
+    built for this model: its checksum before it is loaded (loading a library runs its code),
+    then the same answers as the compiled form's. Otherwise one log line, LightGBM's library."""
+    if not record.get("trees"):
+        return  # none was built (the prepare log says why)
+    path = model_dir / TREES_FILE
+    if record.get("trees") != TREES_FILE or not path.exists():
+        why = f"{TREES_FILE} is missing"
+    elif record.get("trees_sha256") != _sha256(path):
+        why = f"{TREES_FILE} is not the file built when the model was prepared"
+    else:
+        try:
+            compiled.trees = CompiledTrees(path)
+            why = "" if compiled.trees.num_feature() == compiled.width else "wrong width"
+            why = why or _verification(compiled, model_dir, record.get("check_answers") or [])
+        except (OSError, AttributeError, ValueError) as err:  # not loadable here
+            why = f"{TREES_FILE} cannot be loaded: {type(err).__name__}: {err}"
+    if why:
+        compiled.trees = None
+        logger.warning("compiled trees not used (%s): the trees run on LightGBM's library", why)
 
 
 def _reference_disagreement(compiled: CompiledPipeline, path: Path) -> str:
