@@ -9,6 +9,7 @@ import os
 import pytest
 
 from purchase_bench.soak import (
+    IDLE_CONNECTION_S,
     MAX_GROWTH,
     Soak,
     Tally,
@@ -92,3 +93,22 @@ def test_the_document_says_how_to_reproduce_it() -> None:
     assert text.startswith("# Soak\n")
     assert "    nox -s soak -- --minutes 2\n" in text and "- Machine: " in text
     assert text.endswith("the body\n")
+
+
+def test_idle_connections_are_not_reused_once_the_server_may_have_closed_them() -> None:
+    # uvicorn closes a keep-alive connection idle for 5 s: one idle that long is dropped, not
+    # reused (a request on it as it closes would be lost), and a fresh one is opened.
+    async def scenario() -> tuple[int, int, Tally]:
+        server = await asyncio.start_server(_stub, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        soak = Soak(f"http://127.0.0.1:{port}/predict", {"single": b"{}"}, rate=10, batch_every=99)
+        async with server:
+            await soak._send("single")
+            ((used, connection),) = soak.idle
+            soak.idle = [(used - IDLE_CONNECTION_S, connection)]  # as if idle for that long
+            await soak._send("single")
+            return soak.open, len(soak.idle), soak.tally
+
+    still_open, idle, tally = asyncio.run(scenario())
+    assert (still_open, idle) == (1, 1)
+    assert len(tally.latencies["single"]) == 2 and not tally.errors

@@ -30,6 +30,9 @@ from purchase_bench.load import exchange
 
 SAMPLE_S = 5.0
 MAX_CONNECTIONS = 64
+# An idle keep-alive connection is not reused after this long: the server's keep-alive
+# timeout (uvicorn's default, 5 s) must not close it under a request.
+IDLE_CONNECTION_S = 4.0
 # Resident memory may grow at most this much after the first minute (the issue's bound).
 MAX_GROWTH = 0.05
 WARM_S = 60.0
@@ -88,12 +91,13 @@ class Soak:
         self.target = urllib.parse.urlsplit(url)
         self.requests = {kind: _request(self.target, body) for kind, body in bodies.items()}
         self.rate, self.batch_every = rate, batch_every
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        # (when it was last used, the connection), the most recently used last.
+        self.idle: list[tuple[float, tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = []
         self.open = 0
         self.tally = Tally()
 
     async def _send(self, kind: str) -> None:
-        connection = self.idle.pop() if self.idle else None
+        connection = self._idle_connection()
         started = time.perf_counter()
         try:
             if connection is None:
@@ -104,12 +108,24 @@ class Soak:
             status, close = 0, True
         self.tally.record(kind, status, time.perf_counter() - started)
         if connection is not None and not close:
-            self.idle.append(connection)
-        elif connection is not None:
+            self.idle.append((time.perf_counter(), connection))
+        else:
+            if connection is not None:
+                connection[1].close()
+            self.open -= 1
+
+    def _idle_connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The most recently used idle connection, dropping those idle for longer than the
+        server keeps them (uvicorn closes them after 5 s: a request sent on one as it closes
+        is lost, as any HTTP client's would be)."""
+        now = time.perf_counter()
+        while self.idle:
+            used, connection = self.idle.pop()
+            if now - used < IDLE_CONNECTION_S:
+                return connection
             connection[1].close()
             self.open -= 1
-        elif close:
-            self.open -= 1
+        return None
 
     def _progress(self, now: float, seconds: float) -> None:
         rss = f", server {self.tally.memory[-1][1] / 2**20:.1f} MiB" if self.tally.memory else ""
@@ -145,7 +161,7 @@ class Soak:
             await asyncio.wait(tasks, timeout=30)
         if pid is not None:
             self.tally.memory.append((time.perf_counter() - start, resident_bytes(pid)))
-        for _, writer in self.idle:
+        for _, (_, writer) in self.idle:
             writer.close()
         return self.tally
 
