@@ -90,10 +90,13 @@ class NativeBooster:
             raise NativeLightGBMError(f"the model takes {self._features} features, got {columns}")
         out = np.empty(rows, dtype=np.float64)
         out_len = ctypes.c_int64()
+        # Raw addresses, not ndarray.ctypes.data_as: that ties each array into a reference cycle
+        # with its pointer, freed only by the (tuned-down) cycle collector. ``data`` and ``out``
+        # stay alive as locals for the call.
         _check(
             _lib().LGBM_BoosterPredictForMat(
                 self._handle,
-                data.ctypes.data_as(ctypes.c_void_p),
+                ctypes.c_void_p(data.ctypes.data),
                 ctypes.c_int(_DTYPE_FLOAT64),
                 ctypes.c_int32(rows),
                 ctypes.c_int32(columns),
@@ -103,7 +106,7 @@ class NativeBooster:
                 ctypes.c_int(iterations if iterations > 0 else -1),
                 ctypes.c_char_p(f"num_threads={num_threads}".encode()),
                 ctypes.byref(out_len),
-                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                ctypes.cast(out.ctypes.data, ctypes.POINTER(ctypes.c_double)),
             )
         )
         if out_len.value != rows:
