@@ -17,8 +17,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -252,7 +255,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-every", type=int, default=20, help="every Nth is a batch (20)")
     parser.add_argument("--batch-size", type=int, default=100, help="sessions a batch (100)")
     parser.add_argument("--model-dir", type=Path, help="a baked, prepared model directory")
-    parser.add_argument("--work", type=Path, default=Path(".state/soak"), help="scratch dir")
+    parser.add_argument(
+        "--work", type=Path, help="scratch directory (default: a new temporary one, kept)"
+    )
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     return parser
 
@@ -265,10 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     from purchase_bench.context import Bench  # noqa: PLC0415
     from purchase_bench.servers import running  # noqa: PLC0415
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(work=args.work.resolve(), duration=0, connections=[], events=[])
+    work = args.work or Path(tempfile.mkdtemp(prefix="purchase-predict-soak-"))
+    work.mkdir(parents=True, exist_ok=True)
+    say(f"scratch directory {work} (the server's log: api-baked.log)")
+    bench = Bench(work=work.resolve(), duration=0, connections=[], events=[])
     if args.model_dir is None:
-        bench.model()
+        shutil.rmtree(bench.model_dir, ignore_errors=True)  # the bake wants an empty directory
+        try:
+            bench.model()
+        except subprocess.CalledProcessError as err:
+            print(f"soak: error: preparing the model failed: {err}", file=sys.stderr)
+            return 1
     else:
         bench.model_dir = args.model_dir.resolve()
     session = bench.session
