@@ -7,6 +7,7 @@ its metadata). The registered name is a test name: the API knows no model name o
 
 from __future__ import annotations
 
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from sklearn.pipeline import Pipeline
 from app.core.config import Settings
 from app.main import create_app
 from app.model.bake import bake
+from app.model.loading import prepare_model_dir
 from purchase_contract.features import (
     CATEGORICAL_FEATURES,
     FEATURE_NAMES,
@@ -217,6 +219,15 @@ def baked_model_dir(
         tracking_uri=registered_model.tracking_uri,
     )
     return out
+
+
+@pytest.fixture
+def prepared_dir(baked_model_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the baked directory, prepared as the image build does (``app.prepare``)."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(baked_model_dir, model_dir)
+    prepare_model_dir(model_dir)
+    return model_dir
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,18 +22,9 @@ import pytest
 
 from app.model.compiled import COMPILED_FILE, check_answers
 from app.model.frame import sessions_frame
-from app.model.loading import PREPARED_RECORD, load_model_dir, prepare_model_dir
+from app.model.loading import PREPARED_RECORD, load_model_dir
 from app.models import validate_session
 from purchase_contract.model_dir import REFERENCE_SAMPLE_FILE, ReferenceSample
-
-
-@pytest.fixture
-def prepared_dir(baked_model_dir: Path, tmp_path: Path) -> Path:
-    """A copy of the baked directory, prepared as the image build does."""
-    model_dir = tmp_path / "model"
-    shutil.copytree(baked_model_dir, model_dir)
-    prepare_model_dir(model_dir)
-    return model_dir
 
 
 @pytest.fixture

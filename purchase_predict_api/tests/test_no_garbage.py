@@ -10,14 +10,13 @@ collection freed them.
 from __future__ import annotations
 
 import gc
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.model.loading import load_model_dir, prepare_model_dir
+from app.model.loading import load_model_dir
 from app.models import validate_session
 
 CALLS = 50
@@ -42,14 +41,6 @@ def cyclic_garbage() -> Iterator[Callable[[Callable[[], Any]], list[Any]]]:
             gc.garbage.clear()
 
     yield collect
-
-
-@pytest.fixture
-def prepared_dir(baked_model_dir: Path, tmp_path: Path) -> Path:
-    model_dir = tmp_path / "model"
-    shutil.copytree(baked_model_dir, model_dir)
-    prepare_model_dir(model_dir)
-    return model_dir
 
 
 @pytest.mark.parametrize("trees", [True, False], ids=["compiled trees", "lib_lightgbm"])
