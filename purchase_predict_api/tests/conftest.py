@@ -7,6 +7,7 @@ its metadata). The registered name is a test name: the API knows no model name o
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -80,6 +81,18 @@ def _no_service_variables_from_the_shell() -> Iterator[None]:
         for name in SERVICE_VARIABLES:
             patch.delenv(name, raising=False)
         yield
+
+
+@pytest.fixture(scope="session")
+def app_environment() -> Callable[..., dict[str, str]]:
+    """The environment of a ``python -m app`` subprocess: this one's without MLflow's or the
+    model's variables, plus ``env`` (read when called: after the session's unsetting above)."""
+
+    def build(**env: str) -> dict[str, str]:
+        kept = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MODEL_"))}
+        return {**kept, **env}
+
+    return build
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ MLflow server that never answers at once; a fetch that succeeds serves, and stop
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -34,10 +33,11 @@ def silent_mlflow() -> Iterator[str]:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
-def _start(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[str]:
-    """``python -m app`` in fetch mode; its temporary files stay under ``tmp_path``."""
+def _start(base: dict[str, str], tmp_path: Path, port: int, **env: str) -> subprocess.Popen[str]:
+    """``python -m app`` in fetch mode, in ``base`` (app_environment) plus ``env``; its
+    temporary files stay under ``tmp_path``."""
     environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MODEL_"))},
+        **base,
         "PORT": str(port),
         "TMPDIR": str(tmp_path),
         **env,
@@ -64,10 +64,11 @@ def _lines_until(process: subprocess.Popen[str], prefix: str) -> list[dict]:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_a_signal_during_the_fetch_ends_the_start_at_once(
-    sig: signal.Signals, silent_mlflow: str, free_port, tmp_path: Path
+    sig: signal.Signals, silent_mlflow: str, free_port, app_environment, tmp_path: Path
 ) -> None:
     uri = "models:/purchase_predict@staging"
     process = _start(
+        app_environment(),
         tmp_path,
         free_port(),
         MODEL_URI=uri,
@@ -98,11 +99,12 @@ def test_a_signal_during_the_fetch_ends_the_start_at_once(
 
 
 def test_a_fetched_model_serves_and_sigterm_then_stops_it_as_usual(
-    registered_model, free_port, tmp_path: Path
+    registered_model, free_port, app_environment, tmp_path: Path
 ) -> None:
     # The fetch ran in a worker thread: uvicorn's own signal handlers are back once it is done.
     port = free_port()
     process = _start(
+        app_environment(),
         tmp_path,
         port,
         MODEL_URI=f"models:/{registered_model.name}@{registered_model.alias}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -57,13 +56,13 @@ def _request(url: str, body: object | None = None, headers: dict | None = None) 
 
 @pytest.fixture(scope="module")
 def server(
-    baked_model_dir: Path, free_port, tmp_path_factory: pytest.TempPathFactory
+    baked_model_dir: Path, free_port, app_environment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """``python -m app`` serving the baked model on a free port chosen through $PORT."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "stdout.log"
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MODEL_"))},
+        **app_environment(),
         "PORT": str(port),
         "MODEL_PATH": str(baked_model_dir),
         "GIT_SHA": "feedc0de",
@@ -125,10 +124,10 @@ def test_one_json_log_line_per_request_without_secrets(server: Server) -> None:
 
 
 def test_a_model_that_cannot_load_stops_the_process(
-    baked_model_dir: Path, free_port, tmp_path: Path
+    baked_model_dir: Path, free_port, app_environment, tmp_path: Path
 ) -> None:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MODEL_"))},
+        **app_environment(),
         "PORT": str(free_port()),
         "MODEL_PATH": str(tmp_path / "no-model-here"),
     }

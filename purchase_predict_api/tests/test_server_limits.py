@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -21,10 +20,13 @@ REQUEST_TIMEOUT_S = 1.0
 START_TIMEOUT_S = 120.0
 
 
-def _serve(baked_model_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """``python -m app`` on ``port``, once /ready answers."""
+def _serve(
+    base: dict[str, str], baked_model_dir: Path, port: int, log: Path, **env: str
+) -> subprocess.Popen[bytes]:
+    """``python -m app`` on ``port`` in ``base`` (app_environment) plus ``env``, once /ready
+    answers."""
     environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MODEL_"))},
+        **base,
         "PORT": str(port),
         "MODEL_PATH": str(baked_model_dir),
         **env,
@@ -46,12 +48,14 @@ def _serve(baked_model_dir: Path, port: int, log: Path, **env: str) -> subproces
 
 @pytest.fixture(scope="module")
 def port(
-    baked_model_dir: Path, free_port, tmp_path_factory: pytest.TempPathFactory
+    baked_model_dir: Path, free_port, app_environment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[int]:
     """A server whose requests must arrive whole within REQUEST_TIMEOUT_S."""
     chosen = free_port()
     log = tmp_path_factory.mktemp("limits") / "stdout.log"
-    process = _serve(baked_model_dir, chosen, log, REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S))
+    process = _serve(
+        app_environment(), baked_model_dir, chosen, log, REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S)
+    )
     yield chosen
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
@@ -119,10 +123,11 @@ def test_a_keep_alive_connection_gets_a_deadline_per_request(port: int) -> None:
 
 
 def test_a_request_cut_by_shutdown_is_503_json(
-    baked_model_dir: Path, free_port, tmp_path: Path
+    baked_model_dir: Path, free_port, app_environment, tmp_path: Path
 ) -> None:
     chosen = free_port()
     process = _serve(
+        app_environment(),
         baked_model_dir,
         chosen,
         tmp_path / "stdout.log",
