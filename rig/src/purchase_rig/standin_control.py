@@ -218,7 +218,8 @@ class CloudRunStandIn:
 
 def _check_traffic(body: dict[str, Any], known: set[str]) -> None:
     """Cloud Run routes only to the service's own revisions: a target naming any other (another
-    service's, a deleted or a made-up one) refuses the whole update, in Cloud Run's words."""
+    service's, a deleted or a made-up one) refuses the whole update, in Cloud Run's words (as
+    quoted from the service in terraform-google-modules/terraform-docs-samples#269)."""
     for target in body.get("spec", {}).get("traffic") or []:
         rev = target.get("revisionName")
         if rev and rev not in known:
