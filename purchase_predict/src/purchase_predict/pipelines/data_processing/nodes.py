@@ -195,10 +195,16 @@ def validate_events(events: ir.Table) -> ir.Table:
     return events
 
 
+def _int64(value: ir.NumericValue) -> ir.IntegerValue:
+    """``value`` typed int64 on every backend (exact for integers below 2**53)."""
+    # Through float64: Ibis drops a cast to the type it already assumes, and engines disagree
+    # with it (DuckDB sums BIGINT to HUGEINT; Spark's rank() is INT where Ibis assumes int64).
+    return value.cast(dt.float64).cast(dt.int64)
+
+
 def _count(column: ir.NumericColumn) -> ir.IntegerScalar:
     """Integer sum of counts, typed int64 on every backend."""
-    # Summed as float: DuckDB sums BIGINT to HUGEINT, and Ibis drops an int64 cast it deems a no-op.
-    return column.cast(dt.float64).sum().cast(dt.int64)
+    return _int64(column.cast(dt.float64).sum())
 
 
 def _pairs(events: ir.Table) -> ir.Table:
@@ -239,9 +245,23 @@ def _sessions(pairs: ir.Table) -> ir.Table:
     )
 
 
+# The first and second parts of a dotted category code. Patterns, not split("."): Spark's
+# split() takes a regular expression (there "." splits at every character), and [^.] means the
+# same in RE2 (DuckDB, BigQuery) and in Java's syntax (Spark).
+_CATEGORY_PART_PATTERNS = (r"^([^.]*)", r"^[^.]*\.([^.]*)")
+
+
 def _category_part(t: ir.Table, index: int) -> ir.StringValue:
-    """Part ``index`` of the cart event's dotted category code, NULL when missing or empty."""
-    return t.cart_category_code.strip().nullif("").split(".")[index].nullif("")
+    """Part ``index`` (0 or 1) of the cart event's dotted category code, NULL when missing or
+    empty."""
+    code = t.cart_category_code.strip().nullif("")
+    return code.re_extract(_CATEGORY_PART_PATTERNS[index], 1).nullif("")
+
+
+def _epoch_seconds(wall_clock: ir.TimestampValue) -> ir.IntegerValue:
+    """Seconds since 1970 of a UTC wall-clock timestamp."""
+    # As a zoned timestamp: BigQuery's UNIX_SECONDS takes a TIMESTAMP, never a DATETIME.
+    return wall_clock.cast(dt.Timestamp(timezone="UTC")).epoch_seconds()
 
 
 def _earlier_product_views(t: ir.Table) -> ir.IntegerValue:
@@ -267,10 +287,10 @@ FEATURE_EXPRESSIONS: dict[str, Callable[[ir.Table], ir.Value]] = {
     "hour": lambda t: t.cart_time.hour().cast(dt.int64),
     "minute": lambda t: t.cart_time.minute().cast(dt.int64),
     "weekday": lambda t: t.cart_time.day_of_week.index().cast(dt.int64),
-    "duration": lambda t: (t.session_end.epoch_seconds() - t.session_start.epoch_seconds()).cast(
+    "duration": lambda t: (_epoch_seconds(t.session_end) - _epoch_seconds(t.session_start)).cast(
         dt.float64
     ),
-    "num_prev_sessions": lambda t: t.session_rank.cast(dt.int64),
+    "num_prev_sessions": lambda t: _int64(t.session_rank),
     "num_prev_product_views": _earlier_product_views,
 }
 # The identifiers and the label, likewise.
