@@ -11,10 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from kedro.io import DataCatalog
 
+from purchase_predict.config_loader import ProjectConfigLoader
 from purchase_predict.datagen import RAW_EVENT_COLUMNS, RAW_EVENT_SCHEMA
+
+CONF_DIR = Path(__file__).parents[3] / "conf"
 
 PHONE = {
     "product_id": 100,
@@ -85,6 +90,15 @@ HANDMADE_EVENTS: list[tuple] = [
     _event("2019-10-07 09:01:00", "view", TV, "s4"),
     _event("2019-10-07 09:01:30", "purchase", TV, "s4"),  # bought, never carted
     _event("2019-10-07 09:02:00", "purchase", TOY, "s4"),
+]
+
+# The physical forms of ``event_time`` the data step accepts (see ``event_time_as``).
+EVENT_TIME_FORMS = [
+    "rees46 string",
+    "string without zone",
+    "naive timestamp",
+    "UTC timestamp",
+    "Moscow timestamp",
 ]
 
 # One row per carted (session, product), ordered by (user_session, product_id), by hand:
@@ -169,3 +183,61 @@ def duckdb_connection(tmp_path: Path) -> dict[str, Any]:
         "temp_directory": str(tmp_path / "spill"),
         "preserve_insertion_order": False,
     }
+
+
+def _project_catalog(root: Path, env: str = "local", **runtime_params: str) -> DataCatalog:
+    """The project's data_processing catalog as Kedro resolves it in ``env`` (``runtime_params``
+    as ``kedro run --params`` gives them), with every relative path moved under ``root``."""
+    loader = ProjectConfigLoader(
+        conf_source=str(CONF_DIR),
+        env=env,
+        base_env="base",
+        default_run_env="local",
+        config_patterns={"catalog": ["catalog_data_processing*"]},
+        runtime_params=runtime_params,
+    )
+    datasets = {}
+    for name, entry in loader["catalog"].items():  # YAML anchors (_duckdb) are dropped
+        entry["filepath"] = str(root / entry["filepath"])
+        if "temp_directory" in entry.get("connection", {}):
+            entry["connection"]["temp_directory"] = str(
+                root / entry["connection"]["temp_directory"]
+            )
+        datasets[name] = entry
+    return DataCatalog.from_config(datasets)
+
+
+@pytest.fixture
+def project_catalog() -> Callable[..., DataCatalog]:
+    """``(root, env="local", **runtime_params)`` -> the project's data_processing catalog
+    in that Kedro environment, its relative paths under ``root``."""
+    return _project_catalog
+
+
+def _event_time_as(events: pa.Table, form: str) -> pa.Table:
+    """The same events with ``event_time`` in another physical form."""
+    bare = pc.replace_substring(events["event_time"], " UTC", "")
+    naive = bare.cast(pa.timestamp("s"))
+    converted = {
+        "rees46 string": events["event_time"],
+        "string without zone": bare,
+        "naive timestamp": naive,
+        "UTC timestamp": pc.assume_timezone(naive, "UTC"),
+        # Same instants seen from Moscow: features must still use UTC wall-clock time.
+        "Moscow timestamp": pc.assume_timezone(naive, "UTC").cast(
+            pa.timestamp("s", tz="Europe/Moscow")
+        ),
+    }[form]
+    return events.set_column(0, "event_time", converted)
+
+
+@pytest.fixture(params=EVENT_TIME_FORMS)
+def event_time_form(request: pytest.FixtureRequest) -> str:
+    """Each of EVENT_TIME_FORMS in turn."""
+    return request.param
+
+
+@pytest.fixture
+def event_time_as() -> Callable[[pa.Table, str], pa.Table]:
+    """``(events, form)`` -> the same events with ``event_time`` in one of EVENT_TIME_FORMS."""
+    return _event_time_as

@@ -8,7 +8,6 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from purchase_contract.features import FEATURE_DTYPES, FEATURE_NAMES, LABEL, PRIMARY_COLUMNS
@@ -46,40 +45,14 @@ def compiled_queries() -> Iterator[list[str]]:
     ibis.options.verbose, ibis.options.verbose_log = previous
 
 
-def _event_time_as(events: pa.Table, form: str) -> pa.Table:
-    """The same events with ``event_time`` in another physical form."""
-    bare = pc.replace_substring(events["event_time"], " UTC", "")
-    naive = bare.cast(pa.timestamp("s"))
-    converted = {
-        "rees46 string": events["event_time"],
-        "string without zone": bare,
-        "naive timestamp": naive,
-        "UTC timestamp": pc.assume_timezone(naive, "UTC"),
-        # Same instants seen from Moscow: features must still use UTC wall-clock time.
-        "Moscow timestamp": pc.assume_timezone(naive, "UTC").cast(
-            pa.timestamp("s", tz="Europe/Moscow")
-        ),
-    }[form]
-    return events.set_column(0, "event_time", converted)
-
-
-@pytest.mark.parametrize(
-    "form",
-    [
-        "rees46 string",
-        "string without zone",
-        "naive timestamp",
-        "UTC timestamp",
-        "Moscow timestamp",
-    ],
-)
 def test_primary_table_matches_hand_computed_rows(
     con: ibis.BaseBackend,
     handmade_events: pa.Table,
     expected_primary_rows: list[dict[str, Any]],
-    form: str,
+    event_time_as: Callable[[pa.Table, str], pa.Table],
+    event_time_form: str,
 ) -> None:
-    events = ibis.memtable(_event_time_as(handmade_events, form))
+    events = ibis.memtable(event_time_as(handmade_events, event_time_form))
 
     primary = build_primary_table(events)
 

@@ -15,13 +15,11 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.ibis import FileDataset
 
 from purchase_contract.features import FEATURE_DTYPES, LABEL
-from purchase_predict.config_loader import ProjectConfigLoader
 from purchase_predict.datagen import generate_events
 from purchase_predict.datasets import RawEventsDataset
 from purchase_predict.pipelines.data_processing import create_pipeline
 from purchase_predict.pipelines.data_processing.nodes import build_primary_table, validate_events
 
-CONF_DIR = Path(__file__).parents[3] / "conf"
 # The contract's pandas dtypes as Parquet (Arrow) types: text columns are strings.
 _ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "object": pa.string()}
 PRIMARY_PARQUET_TYPES = {
@@ -32,38 +30,18 @@ PRIMARY_PARQUET_TYPES = {
 }
 
 
-def _project_catalog(root: Path, **runtime_params: str) -> DataCatalog:
-    """The project's data_processing catalog as Kedro resolves it (``runtime_params`` as
-    ``kedro run --params`` gives them), with every relative path moved under ``root``."""
-    loader = ProjectConfigLoader(
-        conf_source=str(CONF_DIR),
-        base_env="base",
-        default_run_env="local",
-        config_patterns={"catalog": ["catalog_data_processing*"]},
-        runtime_params=runtime_params,
-    )
-    datasets = {}
-    for name, entry in loader["catalog"].items():  # YAML anchors (_duckdb) are dropped
-        entry["filepath"] = str(root / entry["filepath"])
-        if "temp_directory" in entry.get("connection", {}):
-            entry["connection"]["temp_directory"] = str(
-                root / entry["connection"]["temp_directory"]
-            )
-        datasets[name] = entry
-    return DataCatalog.from_config(datasets)
-
-
 def _table_types(path: Path) -> dict[str, pa.DataType]:
     return {field.name: field.type for field in pq.read_schema(path)}
 
 
 def test_pipeline_writes_the_hand_computed_primary_table(
     tmp_path: Path,
+    project_catalog: Callable[..., DataCatalog],
     handmade_events: pa.Table,
     expected_primary_rows: list[dict[str, Any]],
     write_parquet: Callable,
 ) -> None:
-    catalog = _project_catalog(tmp_path)
+    catalog = project_catalog(tmp_path)
     write_parquet(handmade_events, tmp_path / "data" / "01_raw" / "events.parquet")
 
     SequentialRunner().run(create_pipeline(), catalog)
@@ -75,8 +53,10 @@ def test_pipeline_writes_the_hand_computed_primary_table(
     assert rows == expected_primary_rows
 
 
-def test_both_ibis_datasets_share_one_duckdb_connection(tmp_path: Path) -> None:
-    catalog = _project_catalog(tmp_path)
+def test_both_ibis_datasets_share_one_duckdb_connection(
+    tmp_path: Path, project_catalog: Callable[..., DataCatalog]
+) -> None:
+    catalog = project_catalog(tmp_path)
 
     raw, primary = catalog.get("raw_events"), catalog.get("primary@ibis")
 
@@ -84,8 +64,10 @@ def test_both_ibis_datasets_share_one_duckdb_connection(tmp_path: Path) -> None:
     assert raw.connection.name == "duckdb"
 
 
-def test_pipeline_on_generated_events_agrees_with_plain_sql(tmp_path: Path) -> None:
-    catalog = _project_catalog(tmp_path)
+def test_pipeline_on_generated_events_agrees_with_plain_sql(
+    tmp_path: Path, project_catalog: Callable[..., DataCatalog]
+) -> None:
+    catalog = project_catalog(tmp_path)
     raw_file = tmp_path / "data" / "01_raw" / "events.parquet"
     generate_events(raw_file, sessions=2_000, seed=5)
 
@@ -124,14 +106,16 @@ def test_csv_and_parquet_give_the_same_primary_table(
     assert tables[0].equals(tables[1])
 
 
-def test_runtime_parameter_points_the_pipeline_at_a_csv(tmp_path: Path) -> None:
+def test_runtime_parameter_points_the_pipeline_at_a_csv(
+    tmp_path: Path, project_catalog: Callable[..., DataCatalog]
+) -> None:
     # `kedro run --params raw_events_path=...`: the format follows the extension.
     generate_events(tmp_path / "data" / "01_raw" / "events.parquet", sessions=300, seed=5)
     generate_events(tmp_path / "mine" / "events.csv", sessions=300, seed=5)
     primary_file = tmp_path / "data" / "03_primary" / "primary.parquet"
     primaries = {}
     for raw_events_path in ("data/01_raw/events.parquet", "mine/events.csv"):
-        catalog = _project_catalog(tmp_path, raw_events_path=raw_events_path)
+        catalog = project_catalog(tmp_path, raw_events_path=raw_events_path)
         SequentialRunner().run(create_pipeline(), catalog)
         primaries[catalog.get("raw_events")._file_format] = pq.read_table(primary_file)
 
