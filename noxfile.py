@@ -166,13 +166,32 @@ def tests(session: nox.Session, suite: str) -> None:
         _install_local(session, "bench")
         paths = [
             *("contract/tests", "purchase_predict/tests", "bench/tests", "rig/tests", "tests"),
-            *("-m", "not e2e"),
+            *("-m", "not e2e and not spark"),
         ]
     else:
         # The API and the contract it reads, nothing of the Kedro project.
         _install_local(session, "contract", "purchase_predict_api[test]")
         paths = ["purchase_predict_api/tests"]
     session.run("pytest", *paths, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def spark(session: nox.Session) -> None:
+    """The data step on Apache Spark in local mode, checked against DuckDB's (needs Java 17+).
+
+    `kedro run --env spark`'s catalog (conf/spark/) on generated and hand-made events: the
+    same primary table, row for row and type for type, and the same refusals of bad events."""
+    _install_group(session, "test")
+    _install_local(session, "contract", "purchase_predict[spark]")
+    session.run(
+        "pytest",
+        "purchase_predict/tests",
+        "-m",
+        "spark",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+    )
 
 
 @nox.session(python=PYTHON)
