@@ -25,7 +25,7 @@ from purchase_contract.events import (
 from purchase_contract.features import LABEL, PRIMARY_COLUMNS, ROW_KEY
 
 # The contract's error, raised here (and importable from here, as before).
-__all__ = ["EventValidationError", "build_primary_table", "validate_events"]
+__all__ = ["EventValidationError", "build_primary_table", "validate_events", "value_stats_query"]
 
 TypeRule = tuple[str, Callable[[dt.DataType], bool]]
 # Physical types each kind of raw column may have: (name of the rule, test on the Ibis type).
@@ -120,25 +120,24 @@ def _run_stats(query: ir.Table) -> dict[str, object]:
         raise EventValidationError([failure]) from error
 
 
-def _value_stats(events: ir.Table) -> dict[str, object]:
-    """One aggregate query: row count, and per value rule its offenders and an example."""
+def value_stats_query(events: ir.Table) -> ir.Table:
+    """The one aggregate query of ``validate_events`` (unexecuted): row count, and per value
+    rule its offenders and an example."""
     bad_time = _event_timestamp(events.event_time).isnull()
     bad_price = events.price.isnull() | (events.price < 0)
     bad_type = events.event_type.isnull() | ~events.event_type.isin(EVENT_TYPES)
-    return _run_stats(
-        events.aggregate(
-            rows=events.count(),
-            bad_time=events.count(where=bad_time),
-            bad_time_example=events.event_time.cast(dt.string).min(where=bad_time),
-            bad_price=events.count(where=bad_price),
-            lowest_price=events.price.min(),
-            bad_type=events.count(where=bad_type),
-            bad_type_example=events.event_type.min(where=bad_type),
-            purchases=events.count(where=events.event_type == "purchase"),
-            carts=events.count(where=events.event_type == "cart"),
-            # Read every typed column: a CSV value that does not convert then fails here.
-            **{f"{c}_values": events[c].count() for c in ("product_id", "category_id", "user_id")},
-        )
+    return events.aggregate(
+        rows=events.count(),
+        bad_time=events.count(where=bad_time),
+        bad_time_example=events.event_time.cast(dt.string).min(where=bad_time),
+        bad_price=events.count(where=bad_price),
+        lowest_price=events.price.min(),
+        bad_type=events.count(where=bad_type),
+        bad_type_example=events.event_type.min(where=bad_type),
+        purchases=events.count(where=events.event_type == "purchase"),
+        carts=events.count(where=events.event_type == "cart"),
+        # Read every typed column: a CSV value that does not convert then fails here.
+        **{f"{c}_values": events[c].count() for c in ("product_id", "category_id", "user_id")},
     )
 
 
@@ -187,7 +186,7 @@ def validate_events(events: ir.Table) -> ir.Table:
             checked first, on the schema alone).
     """
     _check_types(events)
-    stats = _value_stats(events)
+    stats = _run_stats(value_stats_query(events))
     if stats["rows"] == 0:
         raise EventValidationError([("events", "not empty", "zero rows")])
     if failures := _value_failures(stats):
