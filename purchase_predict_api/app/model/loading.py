@@ -71,11 +71,12 @@ PREPARED_FILE = "serving_model.pkl"
 PREPARED_RECORD = "serving_model.json"
 
 
-# Fetch mode: how long MLflow's client may try before the start fails. Its defaults (7 retries,
-# backoff factor 2, 120 s a request) kept the port closed for 250 s and more with MLflow down.
-# About 15 s with these; the environment overrides them.
 # The temporary directory a fetched model is written to before it is read into memory.
 FETCH_DIR_PREFIX = "purchase-predict-model-"
+# Fetch mode: how long the fetch may try before the start fails (the REST path of
+# app.model.registry_rest reads them as MLflow's client does). The client's defaults (7 retries,
+# backoff factor 2, 120 s a request) kept the port closed for 250 s and more with MLflow down.
+# About 15 s with these; the environment overrides them.
 FETCH_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
@@ -180,8 +181,9 @@ def _load_estimator(model_dir: Path, source: Path, flavor: dict, use_prepared: b
     return estimator
 
 
-def prepare_model_dir(model_dir: Path) -> LoadedModel:
-    """Load the model from its MLflow format, check it, and write the fast-start files."""
+def prepare_model_dir(model_dir: Path, *, trees: bool = True) -> LoadedModel:
+    """Load the model from its MLflow format, check it, and write the fast-start files
+    (``trees``: the trees compiled to machine code too, for this platform)."""
     model = load_model_dir(model_dir, use_prepared=False)
     source = model_dir / read_mlmodel(model_dir)["flavors"]["sklearn"]["pickled_model"]
     with (model_dir / PREPARED_FILE).open("wb") as handle:
@@ -193,7 +195,8 @@ def prepare_model_dir(model_dir: Path) -> LoadedModel:
         if not same_answers(CompiledPipeline.load(compiled_file), model.estimator):
             logger.warning("compiled form read back disagrees with predict_proba: not kept")
             compiled_file.unlink()
-    trees_file = _write_trees(model_dir, model, compiled_file)
+    (model_dir / TREES_FILE).unlink(missing_ok=True)
+    trees_file = _write_trees(model_dir, model, compiled_file) if trees else None
     record = {
         "source": source.name,
         "source_sha256": _sha256(source),
@@ -240,7 +243,8 @@ def _write_trees(model_dir: Path, model: LoadedModel, compiled_file: Path) -> Pa
 def _prepared_record_matches(model_dir: Path, source: Path) -> bool:
     """The prepared files were made from ``source`` by these exact libraries."""
     record_path = model_dir / PREPARED_RECORD
-    if not record_path.exists():
+    # A record logged with the model at registration comes without the pickle.
+    if not record_path.exists() or not (model_dir / PREPARED_FILE).exists():
         return False
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))

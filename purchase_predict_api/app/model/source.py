@@ -8,8 +8,12 @@ The bake (``app.model.bake``, run before ``docker build``) writes one; the API's
 one into a temporary directory at start. Both go through :func:`fetch_model`, so both describe a
 model the same way.
 
-Only the standard library and PyYAML are imported here; MLflow (``mlflow-skinny`` is enough)
-is imported inside :func:`_download` and :func:`_download_reference_sample`, which need it.
+A version whose compiled form was logged with it (:mod:`app.model.publish`, at registration)
+comes over MLflow's REST API with the standard library (:mod:`app.model.registry_rest`): a
+fetch-mode start then imports neither MLflow nor scikit-learn. Otherwise (a database or file
+store, an artifact store only MLflow's client reads, an older version) MLflow
+(``mlflow-skinny`` is enough against a server) is imported inside :func:`_download` and
+:func:`_download_reference_sample`, which need it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from app.model.compiled import COMPILED_FILE
+from app.model.registry_rest import Artifacts, RegisteredVersion, RegistryRest, RestUnsupported
 from purchase_contract.model_dir import (
     MLMODEL_FILE,
     REFERENCE_SAMPLE_ARTIFACT,
@@ -58,6 +64,11 @@ def fetch_model(model_uri: str, out_dir: Path, *, tracking_uri: str | None) -> M
     An alias is resolved once and the concrete version is downloaded, so an alias moving
     during the download cannot mix two versions. ``out_dir`` must be empty or absent. The
     training run's reference sample is copied in too (:func:`copy_reference_sample`).
+
+    A version that carries its compiled form (:mod:`app.model.publish`) on a server whose
+    artifacts this process can read over HTTP comes through MLflow's REST API
+    (:mod:`app.model.registry_rest`) without importing MLflow; anything else through MLflow's
+    client, with one log line saying why.
     """
     reference = parse_model_uri(model_uri)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -65,26 +76,93 @@ def fetch_model(model_uri: str, out_dir: Path, *, tracking_uri: str | None) -> M
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Downloaded beside out_dir and renamed at the end: out_dir is complete or absent.
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".download-") as staging:
-        version, local = _download(reference, model_uri, Path(staging), tracking_uri)
-        mlmodel = read_mlmodel(local)
-        concrete_uri = version_uri(version.name, version.version)
-        meta = ModelMeta(
-            name=version.name,
-            version=str(version.version),
-            alias=reference.alias,
-            run_id=version.run_id or mlmodel.get("run_id"),
-            decision_threshold=decision_threshold(
-                (mlmodel.get("metadata") or {}).get("decision_threshold"),
-                f"{concrete_uri} MLmodel metadata",
-            ),
-            model_uri=concrete_uri,
-        )
+        try:
+            version, local, sample = _fetch_over_rest(
+                reference, model_uri, Path(staging), tracking_uri
+            )
+            meta = _model_meta(version, reference, local)
+            write_reference_sample(meta, local, sample)
+        except _NeedsClient as why:
+            logger.info("fetching %s with MLflow's client: %s", model_uri, why)
+            resolved = why.resolved or reference
+            version, local = _download(resolved, model_uri, Path(staging), tracking_uri)
+            meta = _model_meta(version, reference, local)
+            copy_reference_sample(meta, local, Path(staging), tracking_uri)
         meta.write(local)
-        copy_reference_sample(meta, local, Path(staging), tracking_uri)
         if out_dir.exists():
             out_dir.rmdir()
         local.rename(out_dir)
     return meta
+
+
+def _model_meta(version: Any, reference: ModelReference, local: Path) -> ModelMeta:
+    """What ``model_meta.json`` says of the downloaded version."""
+    mlmodel = read_mlmodel(local)
+    concrete_uri = version_uri(version.name, version.version)
+    return ModelMeta(
+        name=version.name,
+        version=str(version.version),
+        alias=reference.alias,
+        run_id=version.run_id or mlmodel.get("run_id"),
+        decision_threshold=decision_threshold(
+            (mlmodel.get("metadata") or {}).get("decision_threshold"),
+            f"{concrete_uri} MLmodel metadata",
+        ),
+        model_uri=concrete_uri,
+    )
+
+
+class _NeedsClient(Exception):
+    """The REST path cannot fetch this version; ``resolved`` is the version when it is known."""
+
+    def __init__(self, why: str, resolved: ModelReference | None = None) -> None:
+        super().__init__(why)
+        self.resolved = resolved
+
+
+def _fetch_over_rest(
+    reference: ModelReference, model_uri: str, staging: Path, tracking_uri: str | None
+) -> tuple[RegisteredVersion, Path, Path | None]:
+    """The version, its files and its run's reference sample (None: none logged) over HTTP;
+    _NeedsClient when the server, its artifact store or the version does not allow it."""
+    try:
+        rest = RegistryRest(tracking_uri or "")
+    except RestUnsupported as why:
+        raise _NeedsClient(str(why)) from None
+    resolved = None
+    try:
+        version = rest.model_version(reference)
+        resolved = ModelReference(name=version.name, version=version.version)
+        where = rest.version_artifacts(version)
+        runs = rest.run_artifacts(version.run_id) if version.run_id else None
+        files = rest.list_files(where)
+        if COMPILED_FILE not in files:
+            raise _NeedsClient(
+                f"version {version.version} has no compiled form ({COMPILED_FILE}: logged at "
+                "registration since it exists)",
+                resolved,
+            )
+        local = staging / "model"
+        for path in files:
+            rest.download(where, path, local)
+        sample = _rest_reference_sample(rest, runs, staging / ".reference")
+    except RestUnsupported as why:
+        raise _NeedsClient(str(why), resolved) from None
+    except ModelSourceError as err:
+        raise ModelSourceError(f"cannot fetch {model_uri}: {err}") from None
+    except OSError as err:
+        raise ModelSourceError(f"cannot download {model_uri}: {err}") from None
+    return version, local, sample
+
+
+def _rest_reference_sample(
+    rest: RegistryRest, runs: Artifacts | None, staging: Path
+) -> Path | None:
+    """The run's reference sample downloaded into staging; None when it logged none or is gone."""
+    folder = str(PurePosixPath(REFERENCE_SAMPLE_ARTIFACT).parent)
+    if runs is None or REFERENCE_SAMPLE_ARTIFACT not in rest.list_files(runs, folder):
+        return None
+    return rest.download(runs, REFERENCE_SAMPLE_ARTIFACT, staging)
 
 
 def _download(
@@ -133,6 +211,14 @@ def copy_reference_sample(
         if meta.run_id
         else None
     )
+    return write_reference_sample(meta, model_dir, downloaded)
+
+
+def write_reference_sample(
+    meta: ModelMeta, model_dir: Path, downloaded: Path | None
+) -> Path | None:
+    """The downloaded sample written into ``model_dir`` as the version's; None (one log line)
+    when there is none."""
     if downloaded is None:
         logger.warning(
             "%s: its training run (%s) logged no %s (trained before reference samples): "
