@@ -105,3 +105,20 @@ def test_malformed_json_in_a_large_array_names_its_position(client: TestClient) 
         ],
         "error_count": 1,
     }
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_lone_surrogate_escape_is_refused_not_a_server_error(
+    client: TestClient, batch: bool
+) -> None:
+    # JSON's grammar allows "\ud800"; it is no Unicode character. Python's json module reads
+    # it, pydantic-core does not: this was an AssertionError and a 500.
+    session = json.dumps({**SESSION_EXAMPLE, "brand": "\ud800"})
+    body = f"[{session}]" if batch else session
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body"]
+    assert error["type"] == "json_invalid"
+    assert "hex escape" in error["msg"]

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,9 @@ class CompiledPipeline:
         self.booster = booster  # lightgbm.Booster or app.model.native.NativeBooster
         self.num_iteration = num_iteration
         self.width = len(categorical) + len(numeric)
+        self._numbers = (
+            itemgetter(*numeric) if len(numeric) > 1 else lambda s: tuple(s[n] for n in numeric)
+        )
         # The trees compiled to machine code (app.model.trees.CompiledTrees), once verified.
         self.trees: Any = None
 
@@ -103,18 +111,40 @@ class CompiledPipeline:
 
     def predict(self, sessions: Sequence[Session]) -> np.ndarray:
         """Purchase probabilities: one float matrix, one booster call."""
-        matrix = np.empty((len(sessions), self.width), dtype=np.float64)
-        nan = np.nan
-        column = 0
-        for name, codes in self.categorical:
-            # Absent, null, "" and values training never saw: all NaN (unknown) to the model.
-            matrix[:, column] = [codes.get(s.get(name), nan) for s in sessions]
-            column += 1
-        for name in self.numeric:
-            matrix[:, column] = [s[name] for s in sessions]
-            column += 1
         # Small requests: one thread (no OpenMP start-up); big batches: every core.
-        threads = 1 if len(sessions) < 1000 else 0
+        return self._evaluate(self._matrix(sessions), 1 if len(sessions) < 1000 else 0)
+
+    def predict_chunks(self, chunks: Iterable[Sequence[Session]]) -> np.ndarray:
+        """:meth:`predict` of every chunk's sessions, in order, as the chunks are produced.
+
+        With compiled trees and two CPUs or more, the trees of a chunk run on another thread
+        (ctypes lets go of the GIL in C) while the caller produces the next chunk: a batch's
+        validation and its trees overlap. An exception from ``chunks`` propagates; the trees
+        already started finish on their own and are dropped.
+        """
+        pool = _trees_pool() if self.trees is not None else None
+        if pool is None:
+            sessions = [session for chunk in chunks for session in chunk]
+            return self.predict(sessions)
+        pending = [pool.submit(self.trees.predict, self._matrix(chunk), 1) for chunk in chunks]
+        return np.concatenate([future.result() for future in pending])
+
+    def _matrix(self, sessions: Sequence[Session]) -> np.ndarray:
+        """The booster's float matrix: the categorical codes, then the numbers."""
+        rows, nan = len(sessions), np.nan
+        matrix = np.empty((rows, self.width), dtype=np.float64)
+        for column, (name, codes) in enumerate(self.categorical):
+            # Absent, null, "" and values training never saw: all NaN (unknown) to the model.
+            code = codes.get
+            matrix[:, column] = np.fromiter([code(s.get(name), nan) for s in sessions], float, rows)
+        # The numbers row by row, in one pass: a column at a time took twice as long.
+        numbers = chain.from_iterable(map(self._numbers, sessions))
+        matrix[:, len(self.categorical) :] = np.fromiter(
+            numbers, float, rows * len(self.numeric)
+        ).reshape(rows, len(self.numeric))
+        return matrix
+
+    def _evaluate(self, matrix: np.ndarray, threads: int) -> np.ndarray:
         if self.trees is not None:
             return self.trees.predict(matrix, num_threads=threads)
         if self.num_iteration > 0:
@@ -122,6 +152,15 @@ class CompiledPipeline:
                 matrix, num_iteration=self.num_iteration, num_threads=threads
             )
         return self.booster.predict(matrix, num_threads=threads)
+
+
+@cache
+def _trees_pool() -> ThreadPoolExecutor | None:
+    """The thread the trees of a chunked batch run on; None on a single CPU (nothing to
+    overlap with)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        return None
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="trees")
 
 
 def _column_plan(columns: Any) -> tuple[list[tuple[str, dict[Any, float]]], list[str]] | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -12,7 +13,7 @@ from pydantic import SkipValidation
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
-from app.api.body import BodyNotText, ErrorReport, parse_body, validate_sessions
+from app.api.body import BodyNotText, ErrorReport, NotQuick, quick_chunks, read_sessions
 from app.api.deps import MODEL_NOT_LOADED, ModelDep
 from app.model.loading import LoadedModel
 from app.models import (
@@ -23,6 +24,7 @@ from app.models import (
     ErrorMessage,
     PredictionResponse,
     PredictRequest,
+    Session,
     ValidationErrors,
 )
 
@@ -122,14 +124,17 @@ def _answer(body: bytes, model: LoadedModel, request: Request) -> Response:
     both agree).
     """
     try:
-        data = parse_body(body)
-    except BodyNotText:
-        return JSONResponse({"detail": BODY_NOT_TEXT}, status_code=400)
-    sessions = data if isinstance(data, ErrorReport) else validate_sessions(data)
-    if isinstance(sessions, ErrorReport):
-        return sessions.response()
-    request.state.sessions = len(sessions)
-    probabilities = model.purchase_probabilities(sessions)
+        probabilities = _probabilities(model, quick_chunks(body))
+    except NotQuick:
+        # Invalid, or unusual: read again the careful way, which says what is wrong.
+        try:
+            sessions = read_sessions(body)
+        except BodyNotText:
+            return JSONResponse({"detail": BODY_NOT_TEXT}, status_code=400)
+        if isinstance(sessions, ErrorReport):
+            return sessions.response()
+        probabilities = model.purchase_probabilities(sessions)
+    request.state.sessions = len(probabilities)
     if (faults := request.app.state.faults) is not None:
         probabilities = faults.skewed(probabilities)
     threshold = model.meta.decision_threshold
@@ -145,3 +150,11 @@ def _answer(body: bytes, model: LoadedModel, request: Request) -> Response:
     return Response(
         to_json(answer), media_type=JSON_MEDIA_TYPE, headers=request.app.state.served_by
     )
+
+
+def _probabilities(model: LoadedModel, chunks: Iterator[list[Session]]) -> np.ndarray:
+    """The model's answers to the sessions of ``chunks``, taken as they are validated (with
+    the compiled form, the trees of one chunk run while the next one is validated)."""
+    if model.compiled is not None:
+        return model.compiled.predict_chunks(chunks)
+    return model.purchase_probabilities([session for chunk in chunks for session in chunk])
