@@ -3,7 +3,9 @@
 
 1. The run's model becomes a registered version of ``model_name`` (an existing version of the
    same run is reused, so re-running never creates a duplicate).
-2. The version gets lineage tags (git commit, branch, workflow run URL, data fingerprint).
+2. The version gets lineage tags (git commit, branch, workflow run URL, data fingerprint), and
+   its compiled form is logged with it when the API package is installed here
+   (:mod:`purchase_delivery.compiled_form`: the API's fetch mode then starts without MLflow).
 3. Quality gate: the candidate and the alias's current holder are evaluated on the candidate
    run's frozen test set; the alias does not move when the candidate's F1 trails by more than
    the tolerance. The first model for an alias always passes; ``--force`` overrides.
@@ -36,6 +38,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_sco
 from purchase_contract.command_line import command_parser
 from purchase_contract.config import ConfigError, ProjectConfig, load_config, tracking_uri
 from purchase_contract.step_outputs import append_to, format_outputs
+from purchase_delivery.compiled_form import log_compiled_form
 
 MODEL_ARTIFACT = "model"
 TEST_SET_ARTIFACT = "test_set/test_set.parquet"
@@ -368,6 +371,7 @@ def run_promotion(args: argparse.Namespace) -> Promotion:
             pinned_version=pinned_version,
             lineage=lineage,
         )
+        compiled_note = log_compiled_form(config.model_name, version, mlflow.get_tracking_uri())
         features, labels = load_test_set(run_id)
         evaluate = VersionEvaluator(config.model_name, features, labels)
         gate = promote(
@@ -381,6 +385,7 @@ def run_promotion(args: argparse.Namespace) -> Promotion:
         )
     except MlflowException as err:
         raise PromotionError(f"MLflow ({mlflow.get_tracking_uri()}): {_one_line(err)}") from err
+    gate.notes.append(compiled_note)
     if gate.decision == "forced":
         gate.notes.insert(0, "Promoted with --force: the quality gate did not allow this version.")
     elif args.force and gate.decision != "unchanged":
