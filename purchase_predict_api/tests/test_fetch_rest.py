@@ -270,11 +270,12 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
     """Answers every GET as MLflow does for an unknown model, and keeps the headers it got."""
 
     seen: ClassVar[list[dict[str, str]]] = []
+    status: ClassVar[int] = 404
 
     def do_GET(self) -> None:
         type(self).seen.append(dict(self.headers))
         body = json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no such model"})
-        self.send_response(404)
+        self.send_response(type(self).status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(body.encode())
@@ -289,6 +290,7 @@ def recording_server() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _RecordingHandler.seen.clear()
+    _RecordingHandler.status = 404
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
@@ -324,3 +326,21 @@ def test_credentials_are_sent_as_mlflows_client_sends_them(
         fetch_model("models:/m@a", Path(tmp) / "m", tracking_uri=recording_server)
 
     assert [headers.get("Authorization") for headers in _RecordingHandler.seen] == [expected]
+
+
+def test_a_server_answering_503_is_retried_within_the_bounds_then_named(
+    recording_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from app.model.source import fetch_model  # noqa: PLC0415
+
+    _RecordingHandler.status = 503
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    with pytest.raises(ModelSourceError) as raised:
+        fetch_model("models:/m@a", tmp_path / "m", tracking_uri=recording_server)
+
+    assert len(_RecordingHandler.seen) == 3
+    assert str(raised.value) == (
+        f"cannot fetch models:/m@a: {recording_server}/api/2.0/mlflow/registered-models/alias"
+        "?name=m&alias=a did not answer after 3 attempts (120 s each at most): HTTP 503 Service Unavailable"
+    )

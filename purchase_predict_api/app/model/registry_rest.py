@@ -87,9 +87,9 @@ class RegistryRest:
         if client_only:
             raise RestUnsupported(f"{', '.join(client_only)} is set")
         self.base = tracking_uri.rstrip("/")
-        self.timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120"))
-        self.retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7"))
-        self.backoff = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"))
+        self.timeout = _bound("MLFLOW_HTTP_REQUEST_TIMEOUT", "120", float)
+        self.retries = int(_bound("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7", int))
+        self.backoff = _bound("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2", float)
         self.headers = {"User-Agent": "purchase-predict-api"}
         user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
         token = os.environ.get("MLFLOW_TRACKING_TOKEN")
@@ -205,9 +205,9 @@ class RegistryRest:
             try:
                 return urllib.request.urlopen(request, timeout=self.timeout)
             except urllib.error.HTTPError as err:
-                if err.code not in RETRIED_STATUSES or attempt == self.retries:
+                if err.code not in RETRIED_STATUSES:
                     raise _server_error(err, url) from None
-                last = f"HTTP {err.code}"
+                last = f"HTTP {err.code} {err.reason}"
             except (urllib.error.URLError, OSError) as err:
                 last = str(getattr(err, "reason", err))
         raise ModelSourceError(
@@ -234,6 +234,18 @@ def _server_error(err: urllib.error.HTTPError, url: str) -> ModelSourceError:
     if code == "RESOURCE_DOES_NOT_EXIST" or err.code == 404:
         return MissingResource(text)
     return ModelSourceError(text)
+
+
+def _bound(name: str, default: str, kind: type) -> float:
+    """A non-negative number from the environment, as MLflow's client reads it."""
+    text = os.environ.get(name, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ModelSourceError(f"{name}={text!r} is not a number") from None
+    if value < 0:
+        raise ModelSourceError(f"{name}={text!r} is negative")
+    return value
 
 
 def _safe(path: str) -> PurePosixPath:
