@@ -48,8 +48,10 @@ def cold(bench: Bench, repeats: int = 3) -> None:
         mlflow_server[0].wait(timeout=20)
     bench.results["cold"] = rows
     bench.results["startup_breakdown"] = breakdown
-    fetched, baked = rows[1]["median_s"], rows[0]["median_s"]
-    say(f"cold start fetch/baked: {fetched / baked:.2f}x (target <= 2x)")
+    # Issue 16, point 11: fetch mode at most 2x the baked start, measured in the same run.
+    ratio = rows[1]["median_s"] / rows[0]["median_s"]
+    bench.results["cold_fetch_over_baked"] = ratio
+    say(f"cold start fetch/baked: {ratio:.2f}x (target <= 2x)")
 
 
 def register_on_server(bench: Bench, server: str) -> str:
