@@ -23,14 +23,10 @@ from pydantic import ValidationError
 
 from app import __version__
 from app.api.body import validation_error_response
-from app.api.main import api_router
+from app.api.main import include_routes
 from app.core.config import Settings, get_settings
 from app.core.faults import start_faults
-from app.core.middleware import (
-    BodySizeLimitMiddleware,
-    RequestLogMiddleware,
-    ShutdownCutMiddleware,
-)
+from app.core.middleware import ServingMiddleware
 from app.core.startup import stoppable
 from app.model.loading import FETCH_DIR_PREFIX, LoadedModel, load_model
 from app.models import BODY_LIMIT_DETAIL, MAX_BODY_BYTES
@@ -97,12 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model = None
     app.state.served_by = {}
     app.state.faults = None
-    app.include_router(api_router)
+    include_routes(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES, detail=BODY_LIMIT_DETAIL)
-    app.add_middleware(ShutdownCutMiddleware)
-    # Added last, so outermost: refused (413) and failed requests are logged too.
-    app.add_middleware(RequestLogMiddleware)
+    # Outermost of the app's own: refused (413), cut (503) and failed requests are logged too.
+    app.add_middleware(ServingMiddleware, max_bytes=MAX_BODY_BYTES, detail=BODY_LIMIT_DETAIL)
     return app
 
 

@@ -150,6 +150,11 @@ def quick_chunks(body: bytes, rows: int = QUICK_CHUNK_ROWS) -> Iterator[list[Ses
 def read_sessions(body: bytes) -> list[Session] | ErrorReport:
     """The sessions of ``body`` (one session or a batch), or the report of what is wrong with
     it: parsed, then validated in chunks. BodyNotText if it is not UTF-8."""
+    if body.strip(_JSON_WHITESPACE) in (b"", b"null"):
+        # No body, as FastAPI words it for a required body.
+        report = ErrorReport(count=1)
+        report.errors.append(_entry(["body"], "Field required", "missing"))
+        return report
     data = parse_body(body)
     return data if isinstance(data, ErrorReport) else validate_sessions(data)
 
