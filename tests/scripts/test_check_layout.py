@@ -127,11 +127,12 @@ def test_a_kedro_project_needs_tool_kedro_and_its_environment(
     checkout: Path, capsys: pytest.CaptureFixture
 ) -> None:
     (checkout / "purchase_predict" / "pyproject.toml").write_text('[project]\nname = "x"\n')
-    args = ["--project-directory", "purchase_predict", "--kedro-env", "cloud"]
+    # An environment the project does not have (conf/cloud and conf/spark exist).
+    args = ["--project-directory", "purchase_predict", "--kedro-env", "nowhere"]
     assert check_layout.main(args) == 1
     errors = _errors(capsys.readouterr().out)
     assert any("has no [tool.kedro] table" in e for e in errors), errors
-    assert any("purchase_predict/conf/cloud is missing" in e for e in errors), errors
+    assert any("purchase_predict/conf/nowhere is missing" in e for e in errors), errors
 
 
 def test_a_catalog_without_the_training_record_is_a_warning(
