@@ -270,6 +270,9 @@ def test_1_push_to_staging_trains_and_moves_the_staging_alias(
     summary = run.summary("Train")
     assert f"Model version | {version}" in summary, summary
     assert "promoted" in summary
+    # train.yml installs the API beside the gate: the version carries its compiled form, for
+    # fetch mode to start without MLflow's client (app/model/publish.py).
+    assert f"logged with version {version}." in summary and "Compiled form" in summary, summary
     scenario.done["train"] = {"sha": sha, "model-version": version}
 
 
