@@ -36,6 +36,7 @@ class Bench:
         # The session the deploy's smoke test sends: the contract's example.
         self.session = example_session()
         self.model_dir = self.work / "model"
+        self.unprepared_dir = self.work / "model-baked"
 
     def run(
         self,
@@ -83,6 +84,8 @@ class Bench:
             ],
             stdout=subprocess.DEVNULL,
         )
+        # As baked, before the API's prepare step: what another version of the API prepares.
+        shutil.copytree(self.model_dir, self.unprepared_dir)
         self.run([sys.executable, "-m", "app.prepare", str(self.model_dir)], cwd=API_DIR)
 
     @staticmethod
@@ -105,6 +108,33 @@ class Bench:
 
     def baked(self) -> Server:
         return self.ours(MODEL_PATH=str(self.model_dir))
+
+    def minimal_route(self) -> Server:
+        """A FastAPI route that only validates the same body (purchase_bench.minimal_app)."""
+        return Server(
+            name="minimal FastAPI route",
+            cmd=[
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "purchase_bench.minimal_app:app",
+                "--app-dir",
+                str(API_DIR),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env=self.env,
+            path="/predict",
+            body=json.dumps(self.session).encode(),
+            log=self.work / "minimal-route.log",
+        )
 
     def mlflow_serve(self, tracking_uri: str | None = None) -> Server:
         mlflow = shutil.which("mlflow") or "mlflow"

@@ -1,12 +1,15 @@
-"""The load generator: bounded keep-alive asyncio clients, run in a child process pinned to
-the other CPU (``python -m purchase_bench.load URL BODY_FILE CONNECTIONS DURATION WARMUP``
-prints its results as JSON)."""
+"""The load generator, run pinned to the other CPU: ``wrk`` when it is installed (Debian's
+``wrk``: a C client, so the client is never what limits the fastest server), else bounded
+keep-alive asyncio clients in a child process (``python -m purchase_bench.load URL BODY_FILE
+CONNECTIONS DURATION WARMUP`` prints its results as JSON)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,7 +100,74 @@ async def generate(url: str, body: bytes, connections: int, duration: float, war
 
 
 def load(url: str, body: bytes, connections: int, duration: float, warmup: float = 2.0) -> dict:
-    """Run the load generator in a child process pinned to LOAD_CPU; its results."""
+    """One load point from the generator pinned to LOAD_CPU: wrk if installed, else ours."""
+    if shutil.which("wrk"):
+        return {**wrk_load(url, body, connections, duration, warmup), "generator": "wrk"}
+    return {**asyncio_load(url, body, connections, duration, warmup), "generator": "asyncio"}
+
+
+_WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+"""
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk_load(url: str, body: bytes, connections: int, duration: float, warmup: float) -> dict:
+    """``wrk`` with one thread: a warm-up run, then the measured one; req/s, p50, p99, errors."""
+    with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
+        (Path(tmp) / "body.json").write_bytes(body)
+        (Path(tmp) / "post.lua").write_text(_WRK_SCRIPT)
+        env = {**os.environ, "BENCH_BODY_FILE": str(Path(tmp) / "body.json")}
+        runs = []
+        for seconds in (warmup, duration):
+            cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+            cmd += ["-s", str(Path(tmp) / "post.lua"), url]
+            runs.append(
+                subprocess.run(
+                    pinned(cmd, LOAD_CPU),
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    timeout=seconds + 60,
+                    check=True,
+                ).stdout
+            )
+    return parse_wrk(runs[-1], duration)
+
+
+def parse_wrk(text: str, duration: float) -> dict:
+    """The figures of one ``wrk --latency`` report."""
+
+    def latency(percent: str) -> float | None:
+        found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+        return float(found[1]) * _WRK_UNITS[found[2]] if found else None
+
+    requests = re.search(r"^\s*(\d+) requests in", text, re.MULTILINE)
+    rps = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.MULTILINE)
+    if requests is None or rps is None:
+        raise RuntimeError(f"wrk gave no figures: {text[-500:]!r}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    errors = int(non_2xx[1]) if non_2xx else 0
+    errors += sum(int(n) for n in sockets.groups()) if sockets else 0
+    return {
+        "requests": int(requests[1]),
+        "errors": errors,
+        "rps": float(rps[1]),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+    }
+
+
+def asyncio_load(
+    url: str, body: bytes, connections: int, duration: float, warmup: float = 2.0
+) -> dict:
+    """Run our asyncio generator in a child process pinned to LOAD_CPU; its results."""
     with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as f:
         f.write(body)
     try:

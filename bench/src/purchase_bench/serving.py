@@ -1,4 +1,5 @@
-"""Section ``serving``: our API and ``mlflow models serve`` under the same load."""
+"""Section ``serving``: our API, its anchors (a minimal FastAPI route validating the same body,
+and ``mlflow models serve``), under the same load."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from purchase_bench.servers import running
 
 def serving(bench: Bench) -> None:
     rows = []
-    for server in (bench.baked(), bench.mlflow_serve()):
+    for server in (bench.baked(), bench.minimal_route(), bench.mlflow_serve()):
         with running(server):
             for connections in bench.connections:
                 say(f"load: {server.name}, {connections} connections, {bench.duration:.0f} s")
