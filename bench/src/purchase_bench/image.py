@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 from purchase_bench.common import API_DIR, ROOT, say
 from purchase_bench.context import Bench
@@ -48,16 +49,28 @@ def image(bench: Bench, repeats: int = 3) -> None:
             cloud.down()
 
 
-def build(bench: Bench, env: dict[str, str]) -> float:
-    """Build the API image with the baked model; seconds it took."""
-    # The repository's layout (the build context is its root): the contract, the API, the model.
-    context = bench.work / "context"
-    skip = shutil.ignore_patterns("tests", "model", "__pycache__", "*.egg-info")
+def build_context(context: Path, model_dir: Path) -> None:
+    """The repository's layout (the build context is its root): the contract, the API with
+    ``model_dir`` as its baked model, no tests or caches."""
+    skip = shutil.ignore_patterns("tests", "__pycache__", "*.egg-info")
+
+    def skip_api(directory: str, names: list[str]) -> set[str]:
+        # A model directory baked into the checkout, not the app.model package (skipping every
+        # "model" left the image without app/model/: the build failed).
+        top = {"model"} if Path(directory) == API_DIR else set()
+        return skip(directory, names) | (top & set(names))
+
     context.mkdir()
     shutil.copy2(ROOT / ".dockerignore", context / ".dockerignore")
     shutil.copytree(ROOT / "contract", context / "contract", ignore=skip)
-    shutil.copytree(API_DIR, context / "purchase_predict_api", ignore=skip)
-    shutil.copytree(bench.model_dir, context / "purchase_predict_api" / "model")
+    shutil.copytree(API_DIR, context / "purchase_predict_api", ignore=skip_api)
+    shutil.copytree(model_dir, context / "purchase_predict_api" / "model")
+
+
+def build(bench: Bench, env: dict[str, str]) -> float:
+    """Build the API image with the baked model; seconds it took (its log: docker-build.log)."""
+    context = bench.work / "context"
+    build_context(context, bench.model_dir)
     say("building the API image (docker build)")
     started = time.perf_counter()
     bench.run(
@@ -73,8 +86,8 @@ def build(bench: Bench, env: dict[str, str]) -> float:
             str(context),
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=(bench.work / "docker-build.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     return time.perf_counter() - started
 
