@@ -156,6 +156,35 @@ def test_chunks_predicted_as_they_come_answer_as_one_call(
     np.testing.assert_array_equal(answers, model.purchase_probabilities(sessions))
 
 
+def test_the_trees_of_each_chunk_run_on_a_thread_of_their_own(
+    prepared: Path, make_sessions, as_json_records
+) -> None:
+    model = load_model_dir(prepared)
+    trees = model.compiled.trees
+    assert trees.asynchronous  # built by today's prepare: trees_start and trees_join
+    sessions = [validate_session(r) for r in as_json_records(make_sessions(2500, 8))]
+    matrices = [
+        model.compiled._matrix(part) for part in (sessions[:7], sessions[7:1500], sessions[1500:])
+    ]
+
+    np.testing.assert_array_equal(
+        trees.predict_chunks(iter(matrices)), trees.predict(np.concatenate(matrices))
+    )
+
+    def failing():
+        yield matrices[1]
+        raise NotQuick  # the started thread is joined before this propagates
+
+    with pytest.raises(NotQuick):
+        trees.predict_chunks(failing())
+    # A library built before trees_start: the chunks are predicted one call after the other.
+    trees.asynchronous = False
+    np.testing.assert_array_equal(
+        model.compiled.predict_chunks(iter([sessions[:1500], sessions[1500:]])),
+        model.purchase_probabilities(sessions),
+    )
+
+
 def test_a_failing_chunk_source_propagates_and_leaves_the_model_serving(
     prepared: Path, make_sessions, as_json_records
 ) -> None:

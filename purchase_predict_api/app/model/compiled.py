@@ -11,8 +11,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -117,23 +115,27 @@ class CompiledPipeline:
     def predict_chunks(self, chunks: Iterable[Sequence[Session]]) -> np.ndarray:
         """:meth:`predict` of every chunk's sessions, in order, as the chunks are produced.
 
-        With compiled trees and two CPUs or more, the trees of a chunk run on another thread
-        (ctypes lets go of the GIL in C) while the caller produces the next chunk: a batch's
-        validation and its trees overlap. An exception from ``chunks`` propagates; the trees
-        already started finish on their own and are dropped.
+        With compiled trees and two CPUs or more, the trees of each chunk run on a C thread of
+        their own (app.model.trees) while the caller produces the next chunk: a batch's
+        validation and its trees overlap. (Python threads did not: the one evaluating a chunk
+        waited for the GIL at every start and end, and the batch got slower.) An exception from
+        ``chunks`` propagates once the trees already started are done.
         """
         chunks = iter(chunks)
         first = list(next(chunks, ()))
         second = next(chunks, None)
-        pool = _trees_pool() if self.trees is not None and second is not None else None
-        if pool is None:  # one chunk (a session, a small batch): nothing to overlap
+        if second is None or not self._overlaps():  # nothing to overlap with
             rest = [] if second is None else [*second, *(s for chunk in chunks for s in chunk)]
             return self.predict(first + rest)
-        pending = [
-            pool.submit(self.trees.predict, self._matrix(chunk), 1)
-            for chunk in chain([first, second], chunks)
-        ]
-        return np.concatenate([future.result() for future in pending])
+        return self.trees.predict_chunks(map(self._matrix, chain([first, second], chunks)))
+
+    def _overlaps(self) -> bool:
+        """Whether the trees can run beside the caller: compiled, asynchronous, two CPUs."""
+        return (
+            self.trees is not None
+            and getattr(self.trees, "asynchronous", False)
+            and len(os.sched_getaffinity(0)) > 1
+        )
 
     def _matrix(self, sessions: Sequence[Session]) -> np.ndarray:
         """The booster's float matrix: the categorical codes, then the numbers."""
@@ -162,15 +164,6 @@ class CompiledPipeline:
                 matrix, num_iteration=self.num_iteration, num_threads=threads
             )
         return self.booster.predict(matrix, num_threads=threads)
-
-
-@cache
-def _trees_pool() -> ThreadPoolExecutor | None:
-    """The thread the trees of a chunked batch run on; None on a single CPU (nothing to
-    overlap with)."""
-    if len(os.sched_getaffinity(0)) < 2:
-        return None
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="trees")
 
 
 def _column_plan(columns: Any) -> tuple[list[tuple[str, dict[Any, float]]], list[str]] | None:

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 TREES_FILE = "serving_trees.so"
 # At most this long to compile the generated C (about 10 s for 400 trees of 9 leaves, -O2).
 COMPILE_TIMEOUT_S = 600
-_COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-fopenmp", "-Wl,-Bsymbolic")
+_COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-fopenmp", "-pthread", "-Wl,-Bsymbolic")
 _MISSING_TEST = re.compile(r"data\[(\d+)\]\.missing != -1")
 _UNIT_CALL = re.compile(r"^\s*predict_unit\d+\(data, result\);\n", re.MULTILINE)
 _PREDICT = re.compile(
@@ -44,6 +45,8 @@ TREES_PER_UNIT = 25
 ROWS_PER_BLOCK = 256
 _BATCH_ENTRY = """
 #include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
 
 typedef void (*trees_unit)(union Entry*, double*);
 static const trees_unit trees_units[] = {%(units)s};
@@ -65,6 +68,33 @@ void trees_predict(const double* x, int64_t rows, int32_t cols, int32_t threads,
     }
     for (int64_t i = first; i < last; ++i) trees_finish((union Entry*)(x + i * cols), 0, out + i);
   }
+}
+
+/* trees_predict on a thread of its own, one thread of evaluation: started by trees_start,
+   waited for by trees_join (which frees it). The caller keeps x and out alive until then.
+   No Python runs on that thread, so it never waits for the GIL. */
+typedef struct {
+  const double* x; int64_t rows; int32_t cols; double* out; pthread_t thread;
+} trees_job;
+
+static void* trees_run(void* arg) {
+  trees_job* job = (trees_job*)arg;
+  trees_predict(job->x, job->rows, job->cols, 1, job->out);
+  return NULL;
+}
+
+void* trees_start(const double* x, int64_t rows, int32_t cols, double* out) {
+  trees_job* job = (trees_job*)malloc(sizeof(trees_job));
+  if (job == NULL) return NULL;
+  job->x = x; job->rows = rows; job->cols = cols; job->out = out;
+  if (pthread_create(&job->thread, NULL, trees_run, job) != 0) { free(job); return NULL; }
+  return job;
+}
+
+void trees_join(void* handle) {
+  trees_job* job = (trees_job*)handle;
+  pthread_join(job->thread, NULL);
+  free(job);
 }
 """
 
@@ -88,6 +118,18 @@ class CompiledTrees:
             ctypes.c_void_p,
         ]
         self._features = int(self._library.trees_num_feature())
+        # Libraries built before trees_start have only the synchronous entry point.
+        self.asynchronous = hasattr(self._library, "trees_start")
+        if self.asynchronous:
+            self._library.trees_start.restype = ctypes.c_void_p
+            self._library.trees_start.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.c_int32,
+                ctypes.c_void_p,
+            ]
+            self._library.trees_join.restype = None
+            self._library.trees_join.argtypes = [ctypes.c_void_p]
 
     def num_feature(self) -> int:
         return self._features
@@ -101,6 +143,28 @@ class CompiledTrees:
         out = np.empty(rows, dtype=np.float64)
         self._library.trees_predict(data.ctypes.data, rows, columns, num_threads, out.ctypes.data)
         return out
+
+    def predict_chunks(self, matrices: Iterable[np.ndarray]) -> np.ndarray:
+        """:meth:`predict` of the matrices, in order, each on a C thread of its own started as
+        soon as it is produced: the caller produces the next one meanwhile. Every thread is
+        joined (without the GIL: ctypes lets go of it) before this returns or raises."""
+        started: list[tuple[int, np.ndarray, np.ndarray]] = []
+        try:
+            for matrix in matrices:
+                data = np.ascontiguousarray(matrix, dtype=np.float64)
+                rows, columns = data.shape
+                if columns != self._features:
+                    raise ValueError(f"the trees take {self._features} features, got {columns}")
+                out = np.empty(rows, dtype=np.float64)
+                job = self._library.trees_start(data.ctypes.data, rows, columns, out.ctypes.data)
+                if not job:  # no thread to be had: evaluate it here
+                    self._library.trees_predict(data.ctypes.data, rows, columns, 1, out.ctypes.data)
+                started.append((job or 0, data, out))  # data and out live until joined
+        finally:
+            for job, _, _ in started:
+                if job:
+                    self._library.trees_join(job)
+        return np.concatenate([out for _, _, out in started])
 
 
 def find_compiler() -> str | None:
