@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from app.core.logging import JsonFormatter
 
@@ -36,3 +39,41 @@ def test_a_line_holds_the_record_and_its_fields() -> None:
     assert line["message"] == "POST /predict"
     assert (line["status"], line["sessions"]) == (200, 3)
     assert line["other"].startswith("<object object")  # not JSON: written as its str()
+
+
+def _request_lines(level: str) -> list[dict]:
+    """What a process set up like ``python -m app`` writes for two requests and a warning."""
+    code = (
+        "import logging\n"
+        "from app.core.logging import configure_logging, log_request\n"
+        f"configure_logging({level!r})\n"
+        "log_request('POST /predict 200 1.2 ms', {'status': 200, 'sessions': 3})\n"
+        "logging.getLogger('app.model').warning('between the two')\n"
+        "log_request('GET /health 200 0.1 ms', {'status': 200, 'path': '/h\\u00e9'})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_request_lines_go_straight_to_stdout_in_the_same_shape_and_order() -> None:
+    first, warning, second = _request_lines("INFO")
+    assert first["logger"] == "app.request" and first["severity"] == "INFO"
+    assert (first["message"], first["status"], first["sessions"]) == (
+        "POST /predict 200 1.2 ms",
+        200,
+        3,
+    )
+    assert datetime.fromisoformat(first["time"]).tzinfo is not None
+    assert warning["message"] == "between the two" and warning["severity"] == "WARNING"
+    assert second["path"] == "/h\u00e9"
+
+
+def test_request_lines_follow_the_log_level() -> None:
+    [warning] = _request_lines("WARNING")
+    assert warning["message"] == "between the two"

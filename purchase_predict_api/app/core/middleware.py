@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.logging import log_request
+
 logger = logging.getLogger("app.request")
 
 SHUTTING_DOWN = "the service is shutting down: retry"
@@ -94,20 +96,9 @@ def _content_length(scope: Scope) -> bytes:
 
 def _log(scope: Scope, status: int, started: float) -> None:
     latency_ms = (time.perf_counter() - started) * 1000
-    fields = {
-        "method": scope["method"],
-        "path": scope["path"],
-        "status": status,
-        "latency_ms": round(latency_ms, 2),
-    }
+    method, path = scope["method"], scope["path"]
+    fields = {"method": method, "path": path, "status": status, "latency_ms": round(latency_ms, 2)}
     # Routes leave request.state.sessions behind (request state lives in the scope).
     if (sessions := scope.get("state", {}).get("sessions")) is not None:
         fields["sessions"] = sessions
-    logger.info(
-        "%s %s %d %.1f ms",
-        scope["method"],
-        scope["path"],
-        status,
-        latency_ms,
-        extra={"fields": fields},
-    )
+    log_request(f"{method} {path} {status} {latency_ms:.1f} ms", fields)
