@@ -234,6 +234,16 @@ def baked_model_dir(
     return out
 
 
+@pytest.fixture(scope="session")
+def prepared_source(baked_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The baked directory prepared once, as the image build does (a C compiler is here), for
+    tests that only read it: copy it to change it."""
+    model_dir = tmp_path_factory.mktemp("prepared") / "model"
+    shutil.copytree(baked_model_dir, model_dir)
+    prepare_model_dir(model_dir)
+    return model_dir
+
+
 @pytest.fixture
 def prepared_dir(baked_model_dir: Path, tmp_path: Path) -> Path:
     """A copy of the baked directory, prepared as the image build does (``app.prepare``)."""

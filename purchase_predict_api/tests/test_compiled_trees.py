@@ -26,15 +26,6 @@ from app.model.trees import TREES_FILE, build_library
 from app.models import validate_session
 
 
-@pytest.fixture(scope="module")
-def prepared_source(baked_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The baked directory prepared once, as the image build does (a C compiler is here)."""
-    model_dir = tmp_path_factory.mktemp("trees") / "model"
-    shutil.copytree(baked_model_dir, model_dir)
-    prepare_model_dir(model_dir)
-    return model_dir
-
-
 @pytest.fixture
 def prepared_dir(prepared_source: Path, tmp_path: Path) -> Path:
     shutil.copytree(prepared_source, tmp_path / "model")

@@ -10,7 +10,6 @@ validated give the answers of one call on all of them.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from app.api.body import (
     quick_chunks,
     read_sessions,
 )
-from app.model.loading import load_model_dir, prepare_model_dir
+from app.model.loading import load_model_dir
 from app.models import MAX_SESSIONS, SESSION_EXAMPLE, validate_session
 
 
@@ -134,19 +133,11 @@ def test_an_invalid_session_past_the_first_chunks_stops_the_reading_there() -> N
         list(chunks)
 
 
-@pytest.fixture(scope="module")
-def prepared(baked_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model_dir = tmp_path_factory.mktemp("quick") / "model"
-    shutil.copytree(baked_model_dir, model_dir)
-    prepare_model_dir(model_dir)
-    return model_dir
-
-
 @pytest.mark.parametrize("trees", [True, False], ids=["compiled trees", "LightGBM's library"])
 def test_chunks_predicted_as_they_come_answer_as_one_call(
-    prepared: Path, trees: bool, make_sessions, as_json_records
+    prepared_source: Path, trees: bool, make_sessions, as_json_records
 ) -> None:
-    model = load_model_dir(prepared, trees=trees)
+    model = load_model_dir(prepared_source, trees=trees)
     assert model.compiled is not None and (model.compiled.trees is not None) == trees
     sessions = [validate_session(r) for r in as_json_records(make_sessions(3000, 5))]
     chunks = [sessions[:1024], sessions[1024:2100], sessions[2100:]]
@@ -157,9 +148,9 @@ def test_chunks_predicted_as_they_come_answer_as_one_call(
 
 
 def test_the_trees_of_each_chunk_run_on_a_thread_of_their_own(
-    prepared: Path, make_sessions, as_json_records
+    prepared_source: Path, make_sessions, as_json_records
 ) -> None:
-    model = load_model_dir(prepared)
+    model = load_model_dir(prepared_source)
     trees = model.compiled.trees
     assert trees.asynchronous  # built by today's prepare: trees_start and trees_join
     sessions = [validate_session(r) for r in as_json_records(make_sessions(2500, 8))]
@@ -186,9 +177,9 @@ def test_the_trees_of_each_chunk_run_on_a_thread_of_their_own(
 
 
 def test_a_failing_chunk_source_propagates_and_leaves_the_model_serving(
-    prepared: Path, make_sessions, as_json_records
+    prepared_source: Path, make_sessions, as_json_records
 ) -> None:
-    model = load_model_dir(prepared)
+    model = load_model_dir(prepared_source)
     sessions = [validate_session(r) for r in as_json_records(make_sessions(2048, 6))]
 
     def chunks():
