@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model.compiled import COMPILED_FILE, check_answers
+from app.model.compiled import check_answers
+from app.model.files import COMPILED_FILE
 from app.model.frame import sessions_frame
 from app.model.loading import PREPARED_RECORD, load_model_dir
 from app.models import validate_session

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import app.model.trees
-from app.model.compiled import COMPILED_FILE
+from app.model.files import COMPILED_FILE
 from app.model.frame import sessions_frame
 from app.model.loading import PREPARED_RECORD, load_model_dir, prepare_model_dir
 from app.model.trees import TREES_FILE, build_library

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from app.core.config import Settings
-from app.model.compiled import COMPILED_FILE
+from app.model.files import COMPILED_FILE
 from app.model.loading import PREPARED_RECORD, load_model, load_model_dir
 from app.model.publish import publish_compiled_form
 from app.model.registry_rest import RegistryRest

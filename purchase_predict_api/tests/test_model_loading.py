@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from app.core.config import Settings
 from app.main import create_app
 from app.model import bake as bake_model
-from app.model.compiled import COMPILED_FILE
+from app.model.files import COMPILED_FILE
 from app.model.frame import sessions_frame
 from app.model.loading import (
     PREPARED_FILE,

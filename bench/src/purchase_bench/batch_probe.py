@@ -31,7 +31,7 @@ def main() -> None:
     from pydantic_core import to_json  # noqa: PLC0415
 
     from app.api.body import quick_chunks  # noqa: PLC0415
-    from app.model.compiled import COMPILED_FILE  # noqa: PLC0415
+    from app.model.files import COMPILED_FILE  # noqa: PLC0415
     from app.model.loading import load_model_dir  # noqa: PLC0415
 
     model = load_model_dir(Path(sys.argv[1]))

@@ -24,8 +24,6 @@ from purchase_contract.features import FEATURE_DTYPES
 
 logger = logging.getLogger(__name__)
 
-COMPILED_FILE = "serving_compiled.json"
-
 
 class CompiledPipeline:
     """``predict_proba`` of the training pipeline without scikit-learn's per-call overhead.

@@ -41,13 +41,13 @@ import numpy as np
 
 from app.core.config import Settings
 from app.model.compiled import (
-    COMPILED_FILE,
     CompiledPipeline,
     check_answers,
     compile_checked,
     disagreement,
     same_answers,
 )
+from app.model.files import COMPILED_FILE
 from app.model.frame import FEATURE_COLUMNS, sessions_frame
 from app.model.source import fetch_model, read_mlmodel
 from app.model.trees import TREES_FILE, CompiledTrees, TreesBuildError, build_library

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from app.model.compiled import COMPILED_FILE
+from app.model.files import COMPILED_FILE
 from app.model.loading import PREPARED_RECORD, prepare_model_dir
 from app.model.source import fetch_model
 from purchase_contract.model_dir import ModelSourceError, parse_model_uri

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from app.model.compiled import COMPILED_FILE
+from app.model.files import COMPILED_FILE
 from app.model.registry_rest import Artifacts, RegisteredVersion, RegistryRest, RestUnsupported
 from purchase_contract.model_dir import (
     MLMODEL_FILE,
