@@ -64,7 +64,7 @@ TRAINING_TIMEOUT_S = 1200
 DEPLOY_TIMEOUT_S = 1200
 QUICK_TIMEOUT_S = 180
 BROKEN_ROUTE = "purchase_predict_api/app/api/routes/predict.py"
-BREAK_AFTER = "    request.state.sessions = len(sessions)\n"
+BREAK_AFTER = "    request.state.sessions = len(probabilities)\n"
 BREAKAGE = '    raise RuntimeError("deliberately broken by the end-to-end test")\n'
 
 
